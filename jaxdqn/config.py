@@ -1,0 +1,294 @@
+"""Run configuration: YAML -> frozen dataclasses, checked key by key.
+
+Every field declares what it allows (a range or a list of choices) in its
+metadata. Loading reports the first problem as one sentence naming the key,
+the value and what is allowed. ``key.sub=value`` overrides from the command
+line are applied to the raw mapping before checking, so they get the same
+checks as the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaxdqn.errors import ConfigError
+
+
+def _field(default, *, low=None, high=None, low_open=False, choices=None, help=""):
+    meta = {"low": low, "high": high, "low_open": low_open, "choices": choices, "help": help}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    env_id: str = _field("CartPole-v1", help="environment id (gymnax)")
+    env_params: dict = _field({}, help="overrides of the environment's parameters, e.g. {length: 0.8}")
+    name: str = _field("", help="label in metrics and plots (default: env_id)")
+    weight: float = _field(1.0, low=0.0, help="w_i in the hard-sharing loss sum_i w_i L_i")
+    seed_offset: int = _field(-1, low=-1, help="this task's RNG stream is seed + seed_offset (default: its index)")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    torso: str = _field("mlp", choices=("mlp", "minatar_cnn", "nature_cnn"), help="feature extractor")
+    hidden_sizes: tuple[int, ...] = _field((120, 84), help="MLP layer widths")
+    dueling: bool = _field(False, help="dueling head: V(s) + A(s,a) - mean_a A(s,a)")
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig:
+    gamma: float = _field(0.99, low=0.0, high=1.0, help="discount")
+    double: bool = _field(False, help="Double DQN target (online net selects, target net evaluates)")
+    loss: str = _field("huber", choices=("huber", "squared"), help="loss on the TD error")
+    huber_delta: float = _field(1.0, low=0.0, low_open=True, help="Huber threshold")
+    learning_rate: float = _field(2.5e-4, low=0.0, low_open=True, help="Adam step size")
+    adam_eps: float = _field(1e-8, low=0.0, low_open=True, help="Adam epsilon")
+    max_grad_norm: float = _field(10.0, low=0.0, low_open=True, help="gradient clipping by global norm")
+    batch_size: int = _field(128, low=1, help="transitions per task per gradient step")
+    replay_capacity: int = _field(10_000, low=1, help="transitions kept per task")
+    learning_starts: int = _field(10_000, low=0, help="env steps per task before the first update")
+    update_every: int = _field(10, low=1, help="env steps per task (all parallel envs) between rounds of updates")
+    updates_per_round: int = _field(1, low=1, help="gradient steps per round")
+    target_update: str = _field("hard", choices=("hard", "polyak"), help="how the target network follows")
+    target_update_period: int = _field(500, low=1, help="hard copy every this many gradient steps")
+    polyak_tau: float = _field(0.005, low=0.0, high=1.0, low_open=True, help="target <- tau*online + (1-tau)*target")
+    epsilon_start: float = _field(1.0, low=0.0, high=1.0, help="exploration at step 0")
+    epsilon_end: float = _field(0.05, low=0.0, high=1.0, help="exploration after the decay")
+    epsilon_decay_steps: int = _field(250_000, low=1, help="env steps per task of the linear decay")
+
+
+@dataclasses.dataclass(frozen=True)
+class MultitaskConfig:
+    mode: str = _field("independent", choices=("independent", "hard", "soft"), help="how tasks share parameters")
+    hard_heads: str = _field("per_task", choices=("per_task", "shared"), help="hard sharing: one head per task, or one masked head")
+    soft_lambda: float = _field(0.0, low=0.0, help="soft sharing: lambda in lambda*sum_{i!=j}||theta_i-theta_j||^2")
+    soft_penalty_on: str = _field("all", choices=("all", "torso"), help="soft sharing: which parameters are pulled together")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    total_env_steps: int = _field(500_000, low=1, help="env steps per task")
+    num_envs: int = _field(10, low=1, help="parallel environments per task")
+    log_every: int = _field(10_000, low=1, help="env steps per task between host visits (metrics, progress)")
+    eval_every: int = _field(100_000, low=0, help="env steps per task between evaluations (0: only at the end)")
+    eval_episodes: int = _field(10, low=1, help="episodes per task per evaluation")
+    eval_epsilon: float = _field(0.0, low=0.0, high=1.0, help="exploration while evaluating (0: greedy)")
+    checkpoint_every: int = _field(100_000, low=0, help="env steps per task between checkpoints (0: only at the end)")
+    keep_checkpoints: int = _field(3, low=1, help="how many recent checkpoints to keep")
+    output_dir: str = _field("runs", help="parent folder of run directories")
+    tensorboard: bool = _field(True, help="also write TensorBoard event files")
+    progress: bool = _field(True, help="show a progress bar")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str = _field("run", help="run name; the run directory is OUTPUT_DIR/NAME-TIMESTAMP")
+    seed: int = _field(0, low=0, help="random seed")
+    tasks: tuple[TaskConfig, ...] = _field((TaskConfig(),), help="the tasks trained together")
+    network: NetworkConfig = _field(NetworkConfig())
+    dqn: DQNConfig = _field(DQNConfig())
+    multitask: MultitaskConfig = _field(MultitaskConfig())
+    train: TrainConfig = _field(TrainConfig())
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+
+def _describe_allowed(f: dataclasses.Field, kind: type) -> str:
+    meta = f.metadata
+    if meta.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    noun = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, kind.__name__)
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and high is not None:
+        return f"{noun} in {'(' if meta.get('low_open') else '['}{low}, {high}]"
+    if low is not None:
+        return f"{noun} {'>' if meta.get('low_open') else '>='} {low}"
+    return noun
+
+
+def _check_scalar(value: Any, kind: type, f: dataclasses.Field, key: str) -> Any:
+    allowed = _describe_allowed(f, kind)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(f"config key '{key}': got {value!r} ({type(value).__name__}); allowed: {allowed}")
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"config key '{key}': got {value!r}; allowed: {allowed}")
+    low, high = meta.get("low"), meta.get("high")
+    too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
+    if too_low or (high is not None and value > high):
+        raise ConfigError(f"config key '{key}': got {value!r}; allowed: {allowed}")
+    return value
+
+
+def _build(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"config key '{where}{unknown[0]}': unknown key; allowed keys here: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        values[name] = _convert(hints[name], value, fields[name], key)
+    return cls(**values)
+
+
+def _convert(kind, value, f: dataclasses.Field, key: str):
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, key)
+    if origin is tuple:
+        item_kind = typing.get_args(kind)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': got {value!r}; allowed: a list")
+        if dataclasses.is_dataclass(item_kind):
+            return tuple(_build(item_kind, v, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(_check_scalar(v, item_kind, f, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict or kind is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': got {value!r}; allowed: a mapping")
+        return dict(value)
+    return _check_scalar(value, kind, f, key)
+
+
+def _check_consistency(cfg: Config) -> None:
+    from jaxdqn.envs import known_env_ids
+
+    allowed_ids = known_env_ids()
+    for i, task in enumerate(cfg.tasks):
+        if task.env_id not in allowed_ids:
+            raise ConfigError(
+                f"config key 'tasks[{i}].env_id': unknown environment {task.env_id!r}; "
+                f"allowed: {', '.join(allowed_ids)}"
+            )
+    if not cfg.tasks:
+        raise ConfigError("config key 'tasks': got an empty list; allowed: one or more tasks")
+    t = cfg.train
+    for key in ("log_every", "total_env_steps"):
+        value = getattr(t, key)
+        if value % t.num_envs:
+            raise ConfigError(
+                f"config key 'train.{key}': got {value}; allowed: a multiple of train.num_envs ({t.num_envs})"
+            )
+    for key in ("eval_every", "checkpoint_every"):
+        value = getattr(t, key)
+        if value % t.log_every:
+            raise ConfigError(
+                f"config key 'train.{key}': got {value}; allowed: 0 or a multiple of train.log_every ({t.log_every})"
+            )
+    u, n = cfg.dqn.update_every, t.num_envs
+    if u % n and n % u:
+        raise ConfigError(
+            f"config key 'dqn.update_every': got {u}; allowed: a multiple or a divisor of train.num_envs ({n})"
+        )
+    if cfg.dqn.epsilon_end > cfg.dqn.epsilon_start:
+        raise ConfigError(
+            f"config key 'dqn.epsilon_end': got {cfg.dqn.epsilon_end}; allowed: at most dqn.epsilon_start ({cfg.dqn.epsilon_start})"
+        )
+
+
+def from_dict(data: dict) -> Config:
+    cfg = _build(Config, data or {}, "")
+    _check_consistency(cfg)
+    return cfg
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. dqn.gamma=0.95")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Sets ``a.b.c=value`` (list items by index: ``tasks.0.env_id=...``) in a nested mapping."""
+    data = yaml.safe_load(yaml.safe_dump(data or {}))  # deep copy through plain types
+    for text in overrides:
+        path, value = _parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override {text!r}: {'.'.join(path[:i + 1])} is not an index of the list")
+                node = node[int(part)]
+            else:
+                if part == "tasks" and "tasks" not in node:
+                    node["tasks"] = [{}]
+                node = node.setdefault(part, {})
+        last = path[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(f"override {text!r}: {last!r} is not an index of the list")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    return from_dict(apply_overrides(data, overrides or []))
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain YAML-able mapping of a config (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def describe_keys(cls=Config, prefix: str = "") -> list[str]:
+    """One line per key with its default and what it allows, for ``--help``."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            lines.extend(describe_keys(kind, key + "."))
+            continue
+        if typing.get_origin(kind) is tuple and dataclasses.is_dataclass(typing.get_args(kind)[0]):
+            lines.extend(describe_keys(typing.get_args(kind)[0], key + ".N."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {key} = {default!r}: {f.metadata.get('help', '')}")
+    return lines
+

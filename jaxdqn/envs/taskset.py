@@ -1,0 +1,130 @@
+"""A set of T tasks stepped together: observations padded, actions masked.
+
+Tasks may differ in observation shape (same rank) and action count. Every
+observation is zero-padded at the end of each axis to the largest shape in the
+set, and each task's actions are the first ``n_i`` of a common count
+``A = max_i n_i``; ``action_mask[i, a]`` says whether task ``i`` has action
+``a``.
+
+Consecutive tasks with the same env id form a group that is stepped with one
+vmap (e.g. CartPole variants with different pole lengths); different env
+types are stepped one group after another inside the same compiled function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdqn.envs import gymnax_env
+from jaxdqn.envs.base import EnvStep
+from jaxdqn.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    env_id: str
+    env_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.env_id
+
+
+def known_env_ids() -> list[str]:
+    return gymnax_env.registered_ids()
+
+
+def _check_env_id(env_id: str) -> None:
+    allowed = known_env_ids()
+    if env_id not in allowed:
+        raise ConfigError(
+            f"tasks[].env_id: unknown environment {env_id!r}; allowed: {', '.join(allowed)}"
+        )
+
+
+def _pad_to(x: jax.Array, shape: tuple[int, ...], lead: int) -> jax.Array:
+    """Zero-pads the trailing axes of ``x`` (after ``lead`` batch axes) up to ``shape``."""
+    pads = [(0, 0)] * lead + [(0, t - s) for s, t in zip(x.shape[lead:], shape)]
+    if all(p == (0, 0) for p in pads):
+        return x
+    return jnp.pad(x, pads)
+
+
+class TaskSet:
+    """T tasks, ``num_envs`` environments each, with a leading task axis on everything."""
+
+    def __init__(self, tasks: Sequence[TaskSpec], num_envs: int):
+        if not tasks:
+            raise ConfigError("tasks: at least one task is required")
+        for task in tasks:
+            _check_env_id(task.env_id)
+        self.tasks = list(tasks)
+        self.num_envs = num_envs
+        self.groups: list[tuple[gymnax_env.GymnaxGroup, slice]] = []
+        start = 0
+        while start < len(tasks):
+            stop = start
+            while stop < len(tasks) and tasks[stop].env_id == tasks[start].env_id:
+                stop += 1
+            group = gymnax_env.GymnaxGroup(
+                tasks[start].env_id, [t.env_params for t in tasks[start:stop]], num_envs
+            )
+            self.groups.append((group, slice(start, stop)))
+            start = stop
+
+        shapes = [g.obs_shape for g, sl in self.groups for _ in range(sl.start, sl.stop)]
+        ranks = {len(s) for s in shapes}
+        if len(ranks) != 1:
+            raise ConfigError(
+                f"tasks: observations must all have the same rank to be padded; got shapes {shapes}"
+            )
+        self.obs_shape = tuple(int(max(dims)) for dims in zip(*shapes))
+        dtypes = {g.obs_dtype for g, _ in self.groups}
+        self.obs_dtype = dtypes.pop() if len(dtypes) == 1 else jnp.dtype(jnp.float32)
+        self.task_num_actions = [g.num_actions for g, sl in self.groups for _ in range(sl.start, sl.stop)]
+        self.num_actions = max(self.task_num_actions)
+        mask = np.zeros((len(tasks), self.num_actions), bool)
+        for i, n in enumerate(self.task_num_actions):
+            mask[i, :n] = True
+        self.action_mask = mask
+        self.max_steps = max(g.max_steps for g, _ in self.groups)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def labels(self) -> list[str]:
+        return [t.label for t in self.tasks]
+
+    def _pad(self, x: jax.Array) -> jax.Array:
+        return _pad_to(x.astype(self.obs_dtype), self.obs_shape, lead=2)
+
+    def reset(self, keys: jax.Array):
+        """``keys [T]`` -> (env states per group, obs ``[T, num_envs, *obs_shape]``)."""
+        states, obs = [], []
+        for group, sl in self.groups:
+            state, group_obs = group.reset(keys[sl])
+            states.append(state)
+            obs.append(self._pad(group_obs))
+        return tuple(states), jnp.concatenate(obs, axis=0)
+
+    def step(self, keys: jax.Array, states, actions: jax.Array):
+        """``actions [T, num_envs]`` -> (states, EnvStep with leaves ``[T, num_envs, ...]``)."""
+        new_states, steps = [], []
+        for (group, sl), state in zip(self.groups, states):
+            state, step = group.step(keys[sl], state, actions[sl])
+            new_states.append(state)
+            steps.append(step._replace(obs=self._pad(step.obs), next_obs=self._pad(step.next_obs)))
+        merged = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *steps)
+        return tuple(new_states), merged
+
+
+def make_taskset(tasks: Sequence[TaskSpec], num_envs: int) -> TaskSet:
+    return TaskSet(tasks, num_envs)

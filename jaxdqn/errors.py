@@ -1,0 +1,13 @@
+"""Errors meant for people: the CLI prints their message and exits non-zero."""
+
+
+class JaxdqnError(Exception):
+    """Base class for every error the command line reports without a traceback."""
+
+
+class ConfigError(JaxdqnError, ValueError):
+    """A configuration key, value or environment id is not allowed."""
+
+
+class CheckpointError(JaxdqnError):
+    """A checkpoint is missing, unreadable or does not fit the network."""

@@ -1,0 +1,172 @@
+"""Q-networks as pure functions over plain parameter pytrees.
+
+A Q-network is a torso (observation -> features) followed by a head
+(features -> one value per action). The two halves keep separate parameter
+subtrees, ``{"torso": ..., "head": ...}``, so multi-task modes can share the
+torso and stack the heads, or stack both, without a second network class.
+
+Observations arrive in the dtype the environment gives; ``uint8`` pixels are
+converted to ``float32`` in ``[0, 1]`` inside the first layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = Any
+
+TORSOS = ("mlp", "minatar_cnn", "nature_cnn")
+
+
+def preprocess(obs: jax.Array) -> jax.Array:
+    """Casts observations to float32; uint8 pixels are scaled to [0, 1]."""
+    if obs.dtype == jnp.uint8:
+        return obs.astype(jnp.float32) / 255.0
+    return obs.astype(jnp.float32)
+
+
+class MLPTorso(nn.Module):
+    """Fully connected layers with ReLU on a flattened observation."""
+
+    hidden_sizes: Sequence[int] = (120, 84)
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = preprocess(obs).reshape(obs.shape[0], -1)
+        for size in self.hidden_sizes:
+            x = nn.relu(nn.Dense(size)(x))
+        return x
+
+
+class MinAtarTorso(nn.Module):
+    """Young & Tian (2019): one 3x3 conv with 16 channels, then 128 units.
+
+    Input ``[B, 10, 10, C]`` (channels last, as gymnax gives MinAtar frames).
+    """
+
+    channels: int = 16
+    hidden: int = 128
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = preprocess(obs)
+        x = nn.relu(nn.Conv(self.channels, (3, 3), strides=(1, 1), padding="VALID")(x))
+        x = x.reshape(x.shape[0], -1)
+        return nn.relu(nn.Dense(self.hidden)(x))
+
+
+class NatureTorso(nn.Module):
+    """Mnih et al. (2015): convs 32x8x8/4, 64x4x4/2, 64x3x3/1, then 512 units.
+
+    Input ``[B, stack, 84, 84]`` (frames first, as envpool gives Atari stacks).
+    """
+
+    hidden: int = 512
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = jnp.transpose(preprocess(obs), (0, 2, 3, 1))
+        x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x))
+        x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
+        x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
+        x = x.reshape(x.shape[0], -1)
+        return nn.relu(nn.Dense(self.hidden)(x))
+
+
+class QHead(nn.Module):
+    """Linear layer from features to one Q-value per action."""
+
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        return nn.Dense(self.num_actions)(features)
+
+
+class DuelingHead(nn.Module):
+    """Wang et al. (2016): ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')``."""
+
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        value = nn.Dense(1, name="value")(features)
+        advantage = nn.Dense(self.num_actions, name="advantage")(features)
+        return value + advantage - advantage.mean(axis=-1, keepdims=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+    """Everything needed to rebuild a Q-network (stored in checkpoints)."""
+
+    torso: str = "mlp"
+    hidden_sizes: tuple[int, ...] = (120, 84)
+    dueling: bool = False
+
+    def to_dict(self) -> dict:
+        return {"torso": self.torso, "hidden_sizes": list(self.hidden_sizes), "dueling": self.dueling}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NetworkSpec":
+        return cls(
+            torso=data["torso"],
+            hidden_sizes=tuple(data.get("hidden_sizes", (120, 84))),
+            dueling=bool(data.get("dueling", False)),
+        )
+
+
+def make_torso(spec: NetworkSpec) -> nn.Module:
+    if spec.torso == "mlp":
+        return MLPTorso(tuple(spec.hidden_sizes))
+    if spec.torso == "minatar_cnn":
+        return MinAtarTorso()
+    if spec.torso == "nature_cnn":
+        return NatureTorso()
+    raise ValueError(f"unknown torso {spec.torso!r}; allowed: {', '.join(TORSOS)}")
+
+
+def make_head(spec: NetworkSpec, num_actions: int) -> nn.Module:
+    return DuelingHead(num_actions) if spec.dueling else QHead(num_actions)
+
+
+@dataclasses.dataclass(frozen=True)
+class QNetwork:
+    """A torso and a head with separate parameter subtrees.
+
+    ``init`` returns ``{"torso": ..., "head": ...}``; ``apply(params, obs)``
+    maps a batch ``[B, *obs_shape]`` to Q-values ``[B, num_actions]``.
+    """
+
+    spec: NetworkSpec
+    num_actions: int
+
+    @property
+    def torso(self) -> nn.Module:
+        return make_torso(self.spec)
+
+    @property
+    def head(self) -> nn.Module:
+        return make_head(self.spec, self.num_actions)
+
+    def init(self, key: jax.Array, obs: jax.Array) -> Params:
+        torso_key, head_key = jax.random.split(key)
+        torso_params = self.torso.init(torso_key, obs)["params"]
+        features = self.torso.apply({"params": torso_params}, obs)
+        head_params = self.head.init(head_key, features)["params"]
+        return {"torso": torso_params, "head": head_params}
+
+    def features(self, torso_params: Params, obs: jax.Array) -> jax.Array:
+        return self.torso.apply({"params": torso_params}, obs)
+
+    def apply(self, params: Params, obs: jax.Array) -> jax.Array:
+        features = self.features(params["torso"], obs)
+        return self.head.apply({"params": params["head"]}, features)
+
+
+def num_params(params: Params) -> int:
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
