@@ -1,0 +1,147 @@
+"""Checkpoints with orbax: the whole training state, the online parameters, metadata.
+
+A run's ``checkpoints/`` folder holds one subfolder per saved env step, each
+with three items:
+
+- ``state``: the full ``TrainState`` (params, target params, optimizer state,
+  replay, env state, counters, RNG keys), enough to resume exactly;
+- ``params``: the online parameters alone, what evaluation and teachers need;
+- ``meta``: JSON with the resolved config, network spec, task ids, action
+  counts, env steps and the latest evaluation return.
+
+orbax writes each step into a temporary folder and renames it only when
+complete, and deletes old steps only after a newer one is committed, so an
+interrupted save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxdqn.errors import CheckpointError
+
+
+def _path_str(path) -> str:
+    parts = []
+    for entry in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+    return ".".join(parts)
+
+
+def leaf_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{"params.torso.Dense_0.kernel": (shape, dtype), ...}`` for arrays or array metadata."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
+    return {_path_str(p): (tuple(x.shape), str(x.dtype)) for p, x in leaves}
+
+
+def check_fits(stored: Any, expected: Any, what: str) -> None:
+    """Raises a ``CheckpointError`` naming the first leaf whose shape or dtype differs."""
+    have, want = leaf_shapes(stored), leaf_shapes(expected)
+    for name in want:
+        if name not in have:
+            raise CheckpointError(f"{what}: the checkpoint has no leaf '{name}' that the network needs")
+    for name in have:
+        if name not in want:
+            raise CheckpointError(f"{what}: the checkpoint has a leaf '{name}' that the network does not have")
+    for name, (shape, dtype) in want.items():
+        if have[name] != (shape, dtype):
+            raise CheckpointError(
+                f"{what}: leaf '{name}' has shape {have[name][0]} ({have[name][1]}) in the checkpoint, "
+                f"but the network expects {shape} ({dtype})"
+            )
+
+
+def _manager(directory: Path, keep: int | None = None) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        directory,
+        item_handlers={
+            "state": ocp.StandardCheckpointHandler(),
+            "params": ocp.StandardCheckpointHandler(),
+            "meta": ocp.JsonCheckpointHandler(),
+        },
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=keep is not None),
+    )
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpointer:
+    """Saves and restores the checkpoints of one run directory."""
+
+    def __init__(self, directory: str | Path, keep: int = 3):
+        self.directory = Path(directory).absolute()
+        self.manager = _manager(self.directory, keep)
+
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                params=ocp.args.StandardSave(state.params),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+        self.manager.wait_until_finished()
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore_state(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
+        """Restores the full training state into the structure of ``target``."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint to resume from in {self.directory}")
+        stored = self.manager.item_metadata(step)["state"]
+        check_fits(stored.tree if hasattr(stored, "tree") else stored, target, f"checkpoint {self.directory}/{step}")
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)), meta=ocp.args.JsonRestore()),
+        )
+        return restored.state, restored.meta
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def resolve(path: str | Path) -> tuple[Path, int]:
+    """A run directory, its ``checkpoints`` folder or one step folder -> (checkpoints dir, step)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint path {str(path)!r} does not exist")
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    if (path / "meta").is_dir() and path.name.isdigit():
+        return path.parent.absolute(), int(path.name)
+    steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "meta").is_dir())
+    if not steps:
+        raise CheckpointError(f"no checkpoint found in {str(path)!r}")
+    return path.absolute(), steps[-1]
+
+
+def read_meta(path: str | Path) -> dict:
+    directory, step = resolve(path)
+    with _manager(directory) as manager:
+        return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+def load_params(path: str | Path, target: Any) -> tuple[Any, dict]:
+    """Online parameters and metadata of a checkpoint, checked against ``target``'s shapes."""
+    directory, step = resolve(path)
+    with _manager(directory) as manager:
+        stored = manager.item_metadata(step)["params"]
+        check_fits(stored.tree if hasattr(stored, "tree") else stored, target, f"checkpoint {directory}/{step}")
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(target)), meta=ocp.args.JsonRestore()),
+        )
+    return restored.params, restored.meta
