@@ -50,6 +50,7 @@ class DQNConfig:
     loss: str = _field("huber", choices=("huber", "squared"), help="loss on the TD error")
     huber_delta: float = _field(1.0, low=0.0, low_open=True, help="Huber threshold")
     learning_rate: float = _field(2.5e-4, low=0.0, low_open=True, help="Adam step size")
+    lr_decay: bool = _field(False, help="decay the learning rate linearly to 0 by the end of training")
     adam_eps: float = _field(1e-8, low=0.0, low_open=True, help="Adam epsilon")
     max_grad_norm: float = _field(10.0, low=0.0, low_open=True, help="gradient clipping by global norm")
     batch_size: int = _field(128, low=1, help="transitions per task per gradient step")
@@ -71,6 +72,11 @@ class MultitaskConfig:
     hard_heads: str = _field("per_task", choices=("per_task", "shared"), help="hard sharing: one head per task, or one masked head")
     soft_lambda: float = _field(0.0, low=0.0, help="soft sharing: lambda in lambda*sum_{i!=j}||theta_i-theta_j||^2")
     soft_penalty_on: str = _field("all", choices=("all", "torso"), help="soft sharing: which parameters are pulled together")
+    task_batching: str = _field(
+        "auto",
+        choices=("auto", "vmap", "unroll"),
+        help="how networks run over the task axis; auto: unroll convolutions on CPU, vmap otherwise",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

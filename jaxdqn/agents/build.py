@@ -27,6 +27,23 @@ def task_keys(cfg: Config) -> jax.Array:
     return jax.numpy.stack([jax.random.PRNGKey(cfg.seed + o) for o in offsets])
 
 
+def task_batching(cfg: Config) -> str:
+    """``auto`` picks what benchmarks/bench_multitask.py measured fastest per backend:
+    vmapped convolutions over stacked kernels are slow on CPU, so they are unrolled there."""
+    choice = cfg.multitask.task_batching
+    if choice != "auto":
+        return choice
+    conv = cfg.network.torso != "mlp"
+    return "unroll" if conv and jax.default_backend() == "cpu" else "vmap"
+
+
+def total_updates(cfg: Config) -> int:
+    """Gradient steps a full run takes (per task)."""
+    d = cfg.dqn
+    learning_steps = max(0, cfg.train.total_env_steps - d.learning_starts)
+    return max(1, learning_steps * d.updates_per_round // d.update_every)
+
+
 def build_learner(cfg: Config, tasks: TaskSet) -> Learner:
     d, m = cfg.dqn, cfg.multitask
     return Learner(
@@ -41,10 +58,12 @@ def build_learner(cfg: Config, tasks: TaskSet) -> Learner:
         loss_kind=d.loss,
         huber_delta=d.huber_delta,
         learning_rate=d.learning_rate,
+        lr_decay_updates=total_updates(cfg) if d.lr_decay else 0,
         adam_eps=d.adam_eps,
         max_grad_norm=d.max_grad_norm,
         soft_lambda=m.soft_lambda,
         soft_penalty_on=m.soft_penalty_on,
+        task_batching=task_batching(cfg),
     )
 
 

@@ -53,10 +53,12 @@ class Learner:
     loss_kind: str = "huber"
     huber_delta: float = 1.0
     learning_rate: float = 2.5e-4
+    lr_decay_updates: int = 0  # > 0: decay the step size linearly to 0 over this many updates
     adam_eps: float = 1e-8
     max_grad_norm: float = 10.0
     soft_lambda: float = 0.0
     soft_penalty_on: str = "all"
+    task_batching: str = "vmap"  # "vmap" or "unroll": how the network runs over the task axis
 
     # -- parameters ---------------------------------------------------------
 
@@ -91,8 +93,14 @@ class Learner:
     def optimizer(self) -> optax.GradientTransformation:
         return optax.chain(
             optax.clip_by_global_norm(self.max_grad_norm),
-            optax.adam(self.learning_rate, eps=self.adam_eps),
+            optax.adam(self.step_size, eps=self.adam_eps),
         )
+
+    @property
+    def step_size(self) -> float | optax.Schedule:
+        if self.lr_decay_updates > 0:
+            return optax.linear_schedule(self.learning_rate, 0.0, self.lr_decay_updates)
+        return self.learning_rate
 
     def init_opt_state(self, params: Params):
         if self.per_task_optimizer:
@@ -101,8 +109,23 @@ class Learner:
 
     # -- acting -------------------------------------------------------------
 
+    def task_params(self, params: Params, i: int) -> Params:
+        """Task ``i``'s network parameters (shared parts as they are)."""
+        axes = self.param_axes()
+        return {
+            part: jax.tree_util.tree_map(lambda x: x[i], params[part]) if axes[part] == 0 else params[part]
+            for part in ("torso", "head")
+        }
+
     def q_values(self, params: Params, obs: jax.Array) -> jax.Array:
-        """``obs [T, B, *obs_shape]`` -> Q-values ``[T, B, A]``."""
+        """``obs [T, B, *obs_shape]`` -> Q-values ``[T, B, A]``.
+
+        ``vmap`` batches the T networks into one set of ops; ``unroll`` emits
+        T separate copies inside the same compiled function, which is faster
+        for convolutions on the CPU backend (see benchmarks/bench_multitask.py).
+        """
+        if self.task_batching == "unroll":
+            return jnp.stack([self.network.apply(self.task_params(params, i), obs[i]) for i in range(self.num_tasks)])
         return jax.vmap(self.network.apply, in_axes=(self.param_axes(), 0))(params, obs)
 
     # -- learning -----------------------------------------------------------
