@@ -94,7 +94,9 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+        """The newest step whose items were all written (half-written folders are skipped)."""
+        steps = complete_steps(self.directory)
+        return steps[-1] if steps else None
 
     def restore_state(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restores the full training state into the structure of ``target``."""
@@ -113,6 +115,18 @@ class Checkpointer:
         self.manager.close()
 
 
+ITEMS = ("state", "params", "meta")
+
+
+def complete_steps(directory: Path) -> list[int]:
+    """Step folders (named by their env step) that hold every item, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in directory.iterdir() if p.name.isdigit() and all((p / item).is_dir() for item in ITEMS)
+    )
+
+
 def resolve(path: str | Path) -> tuple[Path, int]:
     """A run directory, its ``checkpoints`` folder or one step folder -> (checkpoints dir, step)."""
     path = Path(path)
@@ -122,7 +136,7 @@ def resolve(path: str | Path) -> tuple[Path, int]:
         path = path / "checkpoints"
     if (path / "meta").is_dir() and path.name.isdigit():
         return path.parent.absolute(), int(path.name)
-    steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "meta").is_dir())
+    steps = complete_steps(path)
     if not steps:
         raise CheckpointError(f"no checkpoint found in {str(path)!r}")
     return path.absolute(), steps[-1]

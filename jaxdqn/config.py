@@ -129,6 +129,11 @@ def _check_scalar(value: Any, kind: type, f: dataclasses.Field, key: str) -> Any
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     else:
@@ -193,6 +198,11 @@ def _check_consistency(cfg: Config) -> None:
             )
     if not cfg.tasks:
         raise ConfigError("config key 'tasks': got an empty list; allowed: one or more tasks")
+    from jaxdqn.envs import gymnax_env
+
+    for i, task in enumerate(cfg.tasks):
+        if task.env_id in gymnax_env.registered_ids():
+            gymnax_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
     t = cfg.train
     for key in ("log_every", "total_env_steps"):
         value = getattr(t, key)

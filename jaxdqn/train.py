@@ -111,10 +111,9 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
         raise JaxdqnError(f"--resume: no checkpoints in {str(run_dir)!r}")
     if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise JaxdqnError(f"{str(run_dir)!r} already holds checkpoints; pass --resume to continue it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-    agent = build_agent(cfg)
+    agent = build_agent(cfg)  # checks env ids and env params before anything is written
     evaluator = Evaluator(cfg, agent)
+    run_dir.mkdir(parents=True, exist_ok=True)
     keys = task_keys(cfg)
     checkpointer = Checkpointer(ckpt_dir, keep=t.keep_checkpoints)
     if resume:

@@ -158,7 +158,7 @@ class Learner:
             weights = jnp.asarray(self.task_weights, jnp.float32)
         total = losses.weighted_task_sum(task_loss, weights)
         penalty = jnp.zeros((), jnp.float32)
-        if self.mode == "soft" and self.soft_lambda > 0:
+        if self.mode == "soft":
             leaf_filter = losses.path_contains("torso") if self.soft_penalty_on == "torso" else None
             penalty = losses.soft_sharing_penalty(params, self.soft_lambda, leaf_filter)
             total = total + penalty

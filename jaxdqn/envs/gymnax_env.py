@@ -34,14 +34,14 @@ def registered_ids() -> list[str]:
     return [env_id for env_id in DISCRETE_IDS if env_id in gymnax.registered_envs]
 
 
-def make_params(env_id: str, overrides: dict[str, Any]):
+def make_params(env_id: str, overrides: dict[str, Any], key: str = "tasks[].env_params"):
     """The environment's default parameters with ``overrides`` applied, checked by name."""
     env, default = gymnax.make(env_id)
     allowed = [f.name for f in dataclasses.fields(default)]
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise ConfigError(
-            f"tasks[].env_params: unknown parameter {unknown[0]!r} for {env_id}; "
+            f"config key '{key}': unknown parameter {unknown[0]!r} for {env_id}; "
             f"allowed: {', '.join(allowed)}"
         )
     return env, default.replace(**overrides)
