@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdqn import config as config_lib
-from jaxdqn.agents.build import build_agent, build_eval_tasks, network_spec, task_keys
+from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon, network_spec, task_keys
 from jaxdqn.agents.dqn import DQNAgent, TrainState, evaluate
 from jaxdqn.checkpoint import Checkpointer
 from jaxdqn.config import Config
 from jaxdqn.errors import JaxdqnError
+from jaxdqn.host_loop import make_evaluation, make_runner
 from jaxdqn.logging import MetricsWriter
 
 
@@ -54,9 +55,10 @@ class Evaluator:
     def __init__(self, cfg: Config, agent: DQNAgent):
         self.tasks = build_eval_tasks(cfg)
         self.learner = agent.learner
-        self.epsilon = cfg.train.eval_epsilon
+        self.epsilon = eval_epsilon(cfg, self.tasks)
         self.seed = cfg.seed
-        self._run = jax.jit(lambda params, keys: evaluate(self.learner, self.tasks, params, keys, self.epsilon))
+        # compiled, or stepped by the host for Atari pools that step on the host
+        self._run = make_evaluation(self.learner, self.tasks, self.epsilon)
 
     def __call__(self, params, env_steps: int) -> np.ndarray:
         """Returns ``[T, episodes]``; the keys depend only on the seed and the step."""
@@ -116,10 +118,13 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = task_keys(cfg)
     checkpointer = Checkpointer(ckpt_dir, keep=t.keep_checkpoints)
+    runner = make_runner(agent)  # the agent's compiled chunks, or the host-stepped Atari loop
     if resume:
         state, _ = checkpointer.restore_state(jax.eval_shape(agent.init, keys))
+        state = runner.after_restore(state)
     else:
         state = agent.init(keys)
+    state = agent.place(state)
     (run_dir / "config.yaml").write_text(config_lib.dump(cfg))
 
     env_steps = int(state.env_steps)
@@ -132,7 +137,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
         while env_steps < t.total_env_steps:
             iterations = min(chunk_iterations, (t.total_env_steps - env_steps) // t.num_envs)
             started = time.perf_counter()
-            state = agent.run(state, iterations)
+            state = runner.run(state, iterations)
             jax.block_until_ready(state)
             elapsed = time.perf_counter() - started
             env_steps = int(state.env_steps)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from jaxdqn import replay
 from jaxdqn.agents.dqn import DQNAgent, Schedule
 from jaxdqn.agents.learner import Learner
 from jaxdqn.config import Config
 from jaxdqn.envs import TaskSet, TaskSpec
+from jaxdqn.envs.envpool_env import AtariOptions
 from jaxdqn.networks import NetworkSpec, QNetwork
+from jaxdqn.pixel_replay import PixelReplay
+from jaxdqn.sharding import make_mesh
 
 
 def task_specs(cfg: Config) -> list[TaskSpec]:
@@ -67,9 +71,50 @@ def build_learner(cfg: Config, tasks: TaskSet) -> Learner:
     )
 
 
+# What benchmarks/bench_atari.py measured faster per backend (envpool has no TPU
+# XLA kernels, so TPUs step on the host).
+ATARI_STEPPING = {"cpu": "xla", "gpu": "xla", "tpu": "host"}
+
+
+def atari_stepping(cfg: Config) -> str:
+    """``atari.stepping``, with ``auto`` resolved for the default backend."""
+    choice = cfg.atari.stepping
+    if choice != "auto":
+        return choice
+    return ATARI_STEPPING.get(jax.default_backend(), "host")
+
+
+def atari_options(cfg: Config, evaluation: bool = False) -> AtariOptions:
+    """envpool settings of the training pools, or of the evaluation protocol's pools."""
+    a = cfg.atari
+    options = AtariOptions(
+        stepping=atari_stepping(cfg),
+        num_threads=a.num_threads,
+        img_height=a.img_height,
+        img_width=a.img_width,
+        gray_scale=a.gray_scale,
+        frame_skip=a.frame_skip,
+        stack_num=a.stack_num,
+        noop_max=a.noop_max,
+        fire_reset=a.fire_reset,
+        repeat_action_probability=a.repeat_action_probability,
+        max_episode_steps=a.max_episode_steps,
+        full_action_space=a.full_action_space,
+        episodic_life=a.episodic_life,
+        reward_clip=a.reward_clip,
+        seed=cfg.seed,
+    )
+    return options.for_evaluation(seed=cfg.seed + 0x5EED) if evaluation else options
+
+
+def eval_epsilon(cfg: Config, tasks: TaskSet) -> float:
+    """Exploration while evaluating: ``atari.eval_epsilon`` for Atari, else ``train.eval_epsilon``."""
+    return cfg.atari.eval_epsilon if tasks.is_atari else cfg.train.eval_epsilon
+
+
 def build_agent(cfg: Config) -> DQNAgent:
     d, t = cfg.dqn, cfg.train
-    tasks = TaskSet(task_specs(cfg), t.num_envs)
+    tasks = TaskSet(task_specs(cfg), t.num_envs, atari=atari_options(cfg))
     schedule = Schedule(
         num_envs=t.num_envs,
         batch_size=d.batch_size,
@@ -84,8 +129,13 @@ def build_agent(cfg: Config) -> DQNAgent:
         epsilon_end=d.epsilon_end,
         epsilon_decay_steps=d.epsilon_decay_steps,
     )
-    return DQNAgent(build_learner(cfg, tasks), tasks, schedule)
+    mesh = make_mesh(cfg.multitask.mode, tasks.num_tasks, d.batch_size)
+    buffer = replay
+    if tasks.is_atari:  # frames stored once; see jaxdqn/pixel_replay.py
+        buffer = PixelReplay(t.num_envs, stack=cfg.atari.stack_num, frame_channels=tasks.atari.frame_channels)
+    return DQNAgent(build_learner(cfg, tasks), tasks, schedule, mesh, buffer=buffer)
 
 
 def build_eval_tasks(cfg: Config) -> TaskSet:
-    return TaskSet(task_specs(cfg), cfg.train.eval_episodes)
+    """Evaluation envs; for Atari a separate pool with the evaluation protocol's settings."""
+    return TaskSet(task_specs(cfg), cfg.train.eval_episodes, atari=atari_options(cfg, evaluation=True))

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdqn import replay
+from jaxdqn import replay, sharding
 from jaxdqn.agents.learner import Learner, epsilon_greedy, linear_epsilon
 from jaxdqn.envs import TaskSet
 
@@ -90,6 +90,16 @@ class DQNAgent:
     learner: Learner
     tasks: TaskSet
     schedule: Schedule
+    mesh: Any = None  # jax.sharding.Mesh when the run spans several devices (see jaxdqn.sharding)
+    # Replay with pure init / add_batch / sample: jaxdqn.replay (whole transitions) by
+    # default; jaxdqn.pixel_replay.PixelReplay stores Atari frames once. A buffer with a
+    # ``batch_from_step(obs, actions, step)`` method builds what it stores itself.
+    buffer: Any = replay
+
+    def place(self, state: TrainState) -> TrainState:
+        """Puts the state on the mesh (a no-op on one device)."""
+        l = self.learner
+        return sharding.place_state(state, self.mesh, self.num_tasks, l.mode, l.shared_head)
 
     @property
     def num_tasks(self) -> int:
@@ -113,7 +123,7 @@ class DQNAgent:
             terminated=jnp.zeros((), bool),
             truncated=jnp.zeros((), bool),
         )
-        one_buffer = replay.init(example, self.schedule.replay_capacity)
+        one_buffer = self.buffer.init(example, self.schedule.replay_capacity)
         buffers = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (self.num_tasks,) + x.shape), one_buffer)
         zeros = jnp.zeros((self.num_tasks, self.tasks.num_envs), jnp.float32)
         return TrainState(
@@ -138,7 +148,9 @@ class DQNAgent:
     # -- learning -----------------------------------------------------------
 
     def _gradient_step(self, state: TrainState, update_keys: jax.Array) -> TrainState:
-        batch = jax.vmap(replay.sample, in_axes=(0, 0, None))(state.replay, update_keys, self.schedule.batch_size)
+        batch = jax.vmap(self.buffer.sample, in_axes=(0, 0, None))(state.replay, update_keys, self.schedule.batch_size)
+        if self.learner.mode == "hard" and sharding.batch_sharding(self.mesh) is not None:
+            batch = jax.lax.with_sharding_constraint(batch, sharding.batch_sharding(self.mesh))
         params, opt_state, info = self.learner.update(state.params, state.target_params, state.opt_state, batch)
         updates = state.updates + 1
         s = self.schedule
@@ -164,8 +176,14 @@ class DQNAgent:
         return jax.lax.fori_loop(0, n, body, state)
 
     # -- one iteration ------------------------------------------------------
+    #
+    # iteration = act -> env step -> record -> learn_if_due. The pieces are public so
+    # that a host-stepped loop (jaxdqn.host_loop) can step the envs outside compiled
+    # code and still do exactly the same acting, recording and learning.
 
-    def iteration(self, state: TrainState) -> TrainState:
+    def act(self, state: TrainState):
+        """Epsilon-greedy actions on ``state.obs`` -> (state with fresh keys,
+        actions ``[T, B]``, env keys ``[T, 2]``, update keys ``[T, 2]``)."""
         split = jax.vmap(lambda k: jax.random.split(k, 4))(state.keys)
         keys, act_keys, env_keys, update_keys = split[:, 0], split[:, 1], split[:, 2], split[:, 3]
         mask = jnp.asarray(self.tasks.action_mask)
@@ -173,34 +191,49 @@ class DQNAgent:
         q = self.learner.q_values(state.params, state.obs)
         epsilon = self.epsilon(state.env_steps)
         actions = jax.vmap(epsilon_greedy, in_axes=(0, 0, None, 0))(act_keys, q, epsilon, mask)
-        env_state, step = self.tasks.step(env_keys, state.env_state, actions)
+        return state._replace(keys=keys), actions, env_keys, update_keys
 
-        transitions = replay.Transition(state.obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
-        buffers = jax.vmap(replay.add_batch)(state.replay, transitions)
+    def _replay_batch(self, obs: jax.Array, actions: jax.Array, step) -> Any:
+        make = getattr(self.buffer, "batch_from_step", None)
+        if make is not None:
+            return jax.vmap(make)(obs, actions, step)
+        return replay.Transition(obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
 
-        done = jnp.logical_or(step.terminated, step.truncated)
-        ep_return = state.episode_return + step.reward
-        ep_length = state.episode_length + 1
+    def record(self, state: TrainState, actions: jax.Array, env_state, step) -> TrainState:
+        """Stores the step from ``state.obs`` in replay, counts finished episodes, moves on."""
+        buffers = jax.vmap(self.buffer.add_batch)(state.replay, self._replay_batch(state.obs, actions, step))
+
+        reward, done, counted = self.tasks.episode_signals(step)
+        ep_return = state.episode_return + reward
+        ep_length = state.episode_length + counted
         stats = state.stats._replace(
             return_sum=state.stats.return_sum + jnp.where(done, ep_return, 0.0).sum(axis=1),
             length_sum=state.stats.length_sum + jnp.where(done, ep_length, 0.0).sum(axis=1),
             episodes=state.stats.episodes + done.sum(axis=1),
         )
-        env_steps = state.env_steps + self.tasks.num_envs
-        state = state._replace(
+        return state._replace(
             env_state=env_state,
             obs=step.obs,
             replay=buffers,
-            keys=keys,
-            env_steps=env_steps,
+            env_steps=state.env_steps + self.tasks.num_envs,
             episode_return=jnp.where(done, 0.0, ep_return),
             episode_length=jnp.where(done, 0.0, ep_length),
             stats=stats,
         )
+
+    def learn_if_due(self, state: TrainState, update_keys: jax.Array, env_steps: jax.Array | None = None) -> TrainState:
+        """Gradient steps if the schedule calls for them at ``env_steps`` (default: the state's count)."""
         s = self.schedule
+        env_steps = state.env_steps if env_steps is None else env_steps
         iteration_index = env_steps // s.num_envs
         learn_now = jnp.logical_and(env_steps >= s.learning_starts, iteration_index % s.iterations_per_round == 0)
         return jax.lax.cond(learn_now, self._learn, lambda st, _: st, state, update_keys)
+
+    def iteration(self, state: TrainState) -> TrainState:
+        state, actions, env_keys, update_keys = self.act(state)
+        env_state, step = self.tasks.step(env_keys, state.env_state, actions)
+        state = self.record(state, actions, env_state, step)
+        return self.learn_if_due(state, update_keys)
 
     @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=(1,))
     def run(self, state: TrainState, num_iterations: int) -> TrainState:

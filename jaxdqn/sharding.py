@@ -1,0 +1,80 @@
+"""Spreading a multi-task run over several devices with ``jax.sharding``.
+
+The mesh has two axes, ``task`` and ``data``. In ``independent`` and ``soft``
+modes every per-task leaf of the training state (parameters, optimizer state,
+replay, env state, keys, statistics) is split along its leading task axis over
+``task``, so each device holds and updates its own tasks. In ``hard`` mode the
+shared torso is replicated and the gradient batch ``[T, B, ...]`` is split
+along ``B`` over ``data``; XLA inserts the all-reduce of the torso gradient.
+
+The same config runs unchanged on 1 or N devices: with one device, or when no
+split fits, everything stays where it is. Devices are used up to the largest
+count that divides the split axis (T for tasks, the batch size for data).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, limit + 1) if n % d == 0)
+
+
+def make_mesh(mode: str, num_tasks: int, batch_size: int, devices=None) -> Mesh | None:
+    """A ``(task, data)`` mesh for this run, or ``None`` when one device is all it can use."""
+    devices = list(devices if devices is not None else jax.devices())
+    if mode == "hard":
+        data = _largest_divisor_at_most(batch_size, len(devices))
+        shape = (1, data)
+    else:
+        task = _largest_divisor_at_most(num_tasks, len(devices))
+        shape = (task, 1)
+    if shape == (1, 1):
+        return None
+    used = np.asarray(devices[: shape[0] * shape[1]]).reshape(shape)
+    return Mesh(used, ("task", "data"))
+
+
+def _is_shared(path: str, mode: str, shared_head: bool) -> bool:
+    """Whether a leaf belongs to parameters every task shares (no task axis)."""
+    if mode != "hard":
+        return False
+    return ".torso" in path or "'torso'" in path or (shared_head and ("'head'" in path or ".head" in path))
+
+
+def state_shardings(state: Any, mesh: Mesh, num_tasks: int, mode: str, shared_head: bool = False) -> Any:
+    """A sharding per leaf: split on ``task`` where the leaf leads with the task axis.
+
+    Leaves of shared parameters (hard sharing's torso, and its optimizer
+    moments) and scalars are replicated.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
+    split = mesh.shape["task"] > 1
+    out = []
+    for path, leaf in leaves:
+        name = jax.tree_util.keystr(path)
+        leads_with_tasks = getattr(leaf, "ndim", 0) >= 1 and leaf.shape[0] == num_tasks
+        if split and leads_with_tasks and not _is_shared(name, mode, shared_head):
+            spec = P("task")
+        else:
+            spec = P()
+        out.append(NamedSharding(mesh, spec))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def place_state(state: Any, mesh: Mesh | None, num_tasks: int, mode: str, shared_head: bool = False) -> Any:
+    if mesh is None:
+        return state
+    return jax.device_put(state, state_shardings(state, mesh, num_tasks, mode, shared_head))
+
+
+def batch_sharding(mesh: Mesh | None) -> NamedSharding | None:
+    """For hard sharing: split the sampled batch ``[T, B, ...]`` along ``B``."""
+    if mesh is None or mesh.shape["data"] == 1:
+        return None
+    return NamedSharding(mesh, P(None, "data"))
