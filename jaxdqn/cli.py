@@ -27,6 +27,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume and args.run_dir is None:
         raise JaxdqnError("--resume needs --run-dir RUN_DIR (the run to continue)")
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize()
     cfg = config.load(args.config, args.overrides)
     run_dir = train(cfg, run_dir=args.run_dir, resume=args.resume)
     print(f"run finished: {run_dir}")
@@ -72,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. train.total_env_steps=20000 seed=3")
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: OUTPUT_DIR/NAME-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host run: call jax.distributed.initialize() first (start the same command on every host)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
