@@ -63,7 +63,9 @@ class GymnaxGroup:
         first = per_task[0][1]
         space = self.env.observation_space(first)
         self.obs_shape = tuple(space.shape)
-        self.obs_dtype = jnp.dtype(space.dtype)
+        # MinAtar frames are 0/1 channels that gymnax hands over as float32; kept as
+        # bool they take a quarter of the replay memory and mean the same to the network.
+        self.obs_dtype = jnp.dtype(bool) if env_id.endswith("-MinAtar") else jnp.dtype(space.dtype)
         self.num_actions = int(self.env.action_space(first).n)
         self.max_steps = max(int(p.max_steps_in_episode) for _, p in per_task)
 
