@@ -148,6 +148,14 @@ def read_meta(path: str | Path) -> dict:
         return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
+def stored_param_shapes(path: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Leaf names, shapes and dtypes of a checkpoint's ``params`` item, read without loading arrays."""
+    directory, step = resolve(path)
+    with _manager(directory) as manager:
+        stored = manager.item_metadata(step)["params"]
+    return leaf_shapes(stored.tree if hasattr(stored, "tree") else stored)
+
+
 def load_params(path: str | Path, target: Any) -> tuple[Any, dict]:
     """Online parameters and metadata of a checkpoint, checked against ``target``'s shapes."""
     directory, step = resolve(path)

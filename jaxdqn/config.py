@@ -95,6 +95,34 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AtariConfig:
+    """envpool settings of every Atari task (env ids like Pong-v5); see docs/atari.md."""
+
+    stepping: str = _field(
+        "auto",
+        choices=("auto", "host", "xla"),
+        help="host: send/recv overlapped with the update; xla: envpool handles inside the compiled step; "
+        "auto: the faster one on this backend (benchmarks/bench_atari.py)",
+    )
+    num_threads: int = _field(0, low=0, help="envpool worker threads per task (0: one per environment)")
+    img_height: int = _field(84, low=1, help="frame height after resizing")
+    img_width: int = _field(84, low=1, help="frame width after resizing")
+    gray_scale: bool = _field(True, help="grey frames (false: RGB, 3 channels per frame)")
+    frame_skip: int = _field(4, low=1, help="emulator frames per agent step (the action repeats; max over the last two)")
+    stack_num: int = _field(4, low=1, help="frames stacked into one observation")
+    noop_max: int = _field(30, low=1, help="episodes start after a random number of no-ops, up to this many")
+    fire_reset: bool = _field(True, help="press FIRE after a reset in games that have it")
+    repeat_action_probability: float = _field(
+        0.25, low=0.0, high=1.0, help="sticky actions: the emulator repeats the previous action with this probability"
+    )
+    max_episode_steps: int = _field(27_000, low=1, help="episode cap in agent steps (27,000 = 108,000 frames); truncation bootstraps")
+    full_action_space: bool = _field(False, help="all 18 actions in every game (needed when tasks share one head)")
+    episodic_life: bool = _field(True, help="training only: a lost life ends the episode for the TD target (no bootstrap)")
+    reward_clip: bool = _field(True, help="training only: rewards clipped to their sign for the learner")
+    eval_epsilon: float = _field(0.05, low=0.0, high=1.0, help="exploration while evaluating Atari tasks (train.eval_epsilon is for the others)")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = _field("run", help="run name; the run directory is OUTPUT_DIR/NAME-TIMESTAMP")
     seed: int = _field(0, low=0, help="random seed")
@@ -103,6 +131,7 @@ class Config:
     dqn: DQNConfig = _field(DQNConfig())
     multitask: MultitaskConfig = _field(MultitaskConfig())
     train: TrainConfig = _field(TrainConfig())
+    atari: AtariConfig = _field(AtariConfig())
 
     @property
     def num_tasks(self) -> int:
@@ -198,6 +227,18 @@ def _check_consistency(cfg: Config) -> None:
             )
     if not cfg.tasks:
         raise ConfigError("config key 'tasks': got an empty list; allowed: one or more tasks")
+    from jaxdqn.envs import envpool_env
+
+    atari = [envpool_env.is_atari_id(task.env_id) for task in cfg.tasks]
+    if any(atari) and not all(atari):
+        i = atari.index(not atari[0])
+        kind = "an Atari game (envpool)" if atari[i] else "a gymnax environment"
+        same_kind = [e for e in allowed_ids if envpool_env.is_atari_id(e) == atari[0]]
+        raise ConfigError(
+            f"config key 'tasks[{i}].env_id': got {cfg.tasks[i].env_id!r}, {kind}; the tasks of one run are all "
+            f"Atari games or all gymnax environments, and tasks[0] is {cfg.tasks[0].env_id!r}; "
+            f"allowed here: {', '.join(same_kind)}"
+        )
     from jaxdqn.envs import gymnax_env
 
     for i, task in enumerate(cfg.tasks):
@@ -225,6 +266,15 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(
             f"config key 'dqn.epsilon_end': got {cfg.dqn.epsilon_end}; allowed: at most dqn.epsilon_start ({cfg.dqn.epsilon_start})"
         )
+    shared_head = cfg.multitask.mode == "hard" and cfg.multitask.hard_heads == "shared"
+    if shared_head and cfg.num_tasks > 1 and not cfg.atari.full_action_space:
+        from jaxdqn.envs import envpool_env
+
+        if any(envpool_env.is_atari_id(task.env_id) for task in cfg.tasks):
+            raise ConfigError(
+                "config key 'atari.full_action_space': got False; allowed: true when Atari tasks share one head "
+                "(multitask.hard_heads: shared), so that action i means the same button in every game"
+            )
 
 
 def from_dict(data: dict) -> Config:

@@ -104,8 +104,19 @@ def _progress_bar(cfg: Config, start: int):
     )
 
 
-def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) -> Path:
-    """Trains as ``cfg`` says; returns the run directory."""
+def train(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    agent: DQNAgent | None = None,
+    extra_meta: dict | None = None,
+) -> Path:
+    """Trains as ``cfg`` says; returns the run directory.
+
+    ``agent`` replaces the one ``cfg`` builds (transfer runs pass a learner
+    that starts from a source); ``extra_meta`` is added to every checkpoint's
+    metadata.
+    """
     t = cfg.train
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
@@ -113,7 +124,7 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
         raise JaxdqnError(f"--resume: no checkpoints in {str(run_dir)!r}")
     if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise JaxdqnError(f"{str(run_dir)!r} already holds checkpoints; pass --resume to continue it")
-    agent = build_agent(cfg)  # checks env ids and env params before anything is written
+    agent = build_agent(cfg) if agent is None else agent  # checks env ids and env params before anything is written
     evaluator = Evaluator(cfg, agent)
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = task_keys(cfg)
@@ -159,14 +170,14 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) 
             bar.set_postfix(postfix, refresh=False)
             bar.update(env_steps - bar.n)
             if finished or (t.checkpoint_every and env_steps % t.checkpoint_every == 0):
-                checkpointer.save(env_steps, state, checkpoint_meta(cfg, agent, env_steps, last_eval))
+                checkpointer.save(env_steps, state, {**checkpoint_meta(cfg, agent, env_steps, last_eval), **(extra_meta or {})})
                 saved_at = env_steps
     except KeyboardInterrupt:
         jax.block_until_ready(state)  # the chunk in flight still finishes; keep it
         env_steps = int(state.env_steps)
         if saved_at != env_steps:
             bar.write(f"interrupted: saving a checkpoint at env step {env_steps} in {ckpt_dir}")
-            checkpointer.save(env_steps, state, checkpoint_meta(cfg, agent, env_steps, last_eval))
+            checkpointer.save(env_steps, state, {**checkpoint_meta(cfg, agent, env_steps, last_eval), **(extra_meta or {})})
         raise
     finally:
         bar.close()

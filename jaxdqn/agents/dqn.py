@@ -175,6 +175,16 @@ class DQNAgent:
 
         return jax.lax.fori_loop(0, n, body, state)
 
+    def learn_unrolled(self, state: TrainState, keys: jax.Array) -> TrainState:
+        """The same gradient steps as ``_learn``, unrolled instead of looped, for callers
+        that decide on the host when to learn (jaxdqn.host_loop): XLA:CPU runs
+        convolutions many times slower inside loops and conditionals."""
+        n = self.schedule.updates_per_iteration_round
+        per_update = jax.vmap(lambda k: jax.random.split(k, n))(keys)  # [T, n, 2]
+        for i in range(n):
+            state = self._gradient_step(state, per_update[:, i])
+        return state
+
     # -- one iteration ------------------------------------------------------
     #
     # iteration = act -> env step -> record -> learn_if_due. The pieces are public so
@@ -221,13 +231,15 @@ class DQNAgent:
             stats=stats,
         )
 
+    def learn_due(self, env_steps):
+        """Whether an iteration that ends at ``env_steps`` learns (a jax array, or a Python int on the host)."""
+        s = self.schedule
+        return (env_steps >= s.learning_starts) & ((env_steps // s.num_envs) % s.iterations_per_round == 0)
+
     def learn_if_due(self, state: TrainState, update_keys: jax.Array, env_steps: jax.Array | None = None) -> TrainState:
         """Gradient steps if the schedule calls for them at ``env_steps`` (default: the state's count)."""
-        s = self.schedule
         env_steps = state.env_steps if env_steps is None else env_steps
-        iteration_index = env_steps // s.num_envs
-        learn_now = jnp.logical_and(env_steps >= s.learning_starts, iteration_index % s.iterations_per_round == 0)
-        return jax.lax.cond(learn_now, self._learn, lambda st, _: st, state, update_keys)
+        return jax.lax.cond(self.learn_due(env_steps), self._learn, lambda st, _: st, state, update_keys)
 
     def iteration(self, state: TrainState) -> TrainState:
         state, actions, env_keys, update_keys = self.act(state)

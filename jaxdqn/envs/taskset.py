@@ -9,6 +9,10 @@ set, and each task's actions are the first ``n_i`` of a common count
 Consecutive tasks with the same env id form a group that is stepped with one
 vmap (e.g. CartPole variants with different pole lengths); different env
 types are stepped one group after another inside the same compiled function.
+
+envpool Atari ids (``Pong-v5``, ...) make ``envpool_env.AtariGroup`` groups,
+one envpool pool per task, configured by the ``atari`` options; a task set is
+either all Atari or all gymnax.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn.envs import gymnax_env
+from jaxdqn.envs import envpool_env, gymnax_env
 from jaxdqn.envs.base import EnvStep
 from jaxdqn.errors import ConfigError
 
@@ -37,7 +41,7 @@ class TaskSpec:
 
 
 def known_env_ids() -> list[str]:
-    return gymnax_env.registered_ids()
+    return gymnax_env.registered_ids() + list(envpool_env.registered_ids())
 
 
 def _check_env_id(env_id: str) -> None:
@@ -59,22 +63,28 @@ def _pad_to(x: jax.Array, shape: tuple[int, ...], lead: int) -> jax.Array:
 class TaskSet:
     """T tasks, ``num_envs`` environments each, with a leading task axis on everything."""
 
-    def __init__(self, tasks: Sequence[TaskSpec], num_envs: int):
+    def __init__(self, tasks: Sequence[TaskSpec], num_envs: int, atari: envpool_env.AtariOptions | None = None):
         if not tasks:
             raise ConfigError("tasks: at least one task is required")
         for task in tasks:
             _check_env_id(task.env_id)
         self.tasks = list(tasks)
         self.num_envs = num_envs
-        self.groups: list[tuple[gymnax_env.GymnaxGroup, slice]] = []
+        self.is_atari = _check_atari_tasks(self.tasks)
+        self.atari = (atari or envpool_env.AtariOptions()) if self.is_atari else None
+        self.groups: list[tuple[gymnax_env.GymnaxGroup | envpool_env.AtariGroup, slice]] = []
         start = 0
         while start < len(tasks):
             stop = start
             while stop < len(tasks) and tasks[stop].env_id == tasks[start].env_id:
                 stop += 1
-            group = gymnax_env.GymnaxGroup(
-                tasks[start].env_id, [t.env_params for t in tasks[start:stop]], num_envs
-            )
+            if self.is_atari:
+                seeds = [envpool_env.pool_seed(self.atari.seed, i) for i in range(start, stop)]
+                group = envpool_env.AtariGroup(tasks[start].env_id, seeds, num_envs, self.atari)
+            else:
+                group = gymnax_env.GymnaxGroup(
+                    tasks[start].env_id, [t.env_params for t in tasks[start:stop]], num_envs
+                )
             self.groups.append((group, slice(start, stop)))
             start = stop
 
@@ -125,6 +135,34 @@ class TaskSet:
         merged = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *steps)
         return tuple(new_states), merged
 
+    def episode_signals(self, step):
+        """``(reward, ended, counted)`` for the episode statistics, leaves ``[T, num_envs]``.
 
-def make_taskset(tasks: Sequence[TaskSpec], num_envs: int) -> TaskSet:
-    return TaskSet(tasks, num_envs)
+        gymnax: the step's reward, ``terminated | truncated``, every step counts.
+        Atari: the raw game score, the real end of a game (not a lost life), and
+        only steps that are transitions (envpool's auto-reset step is not).
+        """
+        if self.is_atari:
+            return step.score, step.episode_end, jnp.logical_not(step.reset_step).astype(jnp.float32)
+        return step.reward, jnp.logical_or(step.terminated, step.truncated), jnp.ones_like(step.reward)
+
+
+def _check_atari_tasks(tasks: Sequence[TaskSpec]) -> bool:
+    """Whether the tasks are Atari games; mixing them with gymnax tasks is an error."""
+    atari = [envpool_env.is_atari_id(t.env_id) for t in tasks]
+    if any(atari) and not all(atari):
+        raise ConfigError(
+            "tasks: Atari games (envpool) cannot be trained together with gymnax environments in one run; "
+            f"got {', '.join(t.env_id for t in tasks)}"
+        )
+    for i, task in enumerate(tasks):
+        if atari[i] and task.env_params:
+            raise ConfigError(
+                f"config key 'tasks[{i}].env_params': Atari tasks take their settings from the atari: section; "
+                f"got {task.env_params!r}"
+            )
+    return all(atari)
+
+
+def make_taskset(tasks: Sequence[TaskSpec], num_envs: int, atari: envpool_env.AtariOptions | None = None) -> TaskSet:
+    return TaskSet(tasks, num_envs, atari)

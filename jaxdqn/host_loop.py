@@ -1,0 +1,182 @@
+"""What drives a chunk of training iterations, and Atari's host-stepped loop.
+
+``make_runner(agent)`` gives the object ``jaxdqn.train`` calls each chunk:
+
+- gymnax tasks, and Atari with ``atari.stepping: xla``: the agent's own
+  compiled ``run`` (envs stepped inside the scanned iteration);
+- Atari with ``atari.stepping: host``: ``HostRunner``, a Python loop around
+  three compiled pieces of the same iteration::
+
+      act (jit) -> send actions to envpool -> learn (jit, dispatched) -> recv -> record (jit)
+
+  JAX dispatches ``learn`` asynchronously, so the gradient steps run on the
+  device while envpool's threads step the emulators. The host decides when
+  to learn (it counts the steps itself), so the update is compiled with no
+  conditional or loop around it, which XLA:CPU needs to run convolutions at
+  full speed. The only difference from the compiled iteration: a round of
+  updates samples replay before the transitions of its own iteration are
+  written (they are written right after), so the newest ``num_envs``
+  transitions wait one iteration to be drawable.
+
+envpool cannot save its emulators, so ``after_restore`` (on resume) resets
+the Atari pools and starts new episodes; replay is kept, with a break marked
+so that no transition joins the old and the new episodes. A resumed Atari run
+therefore does not replay the uninterrupted trajectory bit for bit (gymnax
+runs do).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdqn.agents.dqn import DQNAgent, TrainState, evaluate
+from jaxdqn.agents.learner import Learner, epsilon_greedy
+from jaxdqn.envs import TaskSet
+
+
+def _concat(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
+
+
+def _observe(tasks: TaskSet, env_states, raws):
+    """(env states, AtariStep ``[T, B, ...]``) from one ``recv`` of every group's pools."""
+    new_states, steps = [], []
+    for (group, _), group_state, raw in zip(tasks.groups, env_states, raws):
+        group_state, step = group.from_raw(group_state, raw)
+        new_states.append(group_state)
+        steps.append(step)
+    return tuple(new_states), _concat(steps)
+
+
+def reset_atari(tasks: TaskSet):
+    """Synchronous reset of every pool -> (env states per group, obs ``[T, B, ...]``)."""
+    states, obs = [], []
+    for group, _ in tasks.groups:
+        group_obs, lives = group.host_reset()
+        states.append(group.fresh_state(lives))
+        obs.append(jnp.asarray(group_obs))
+    return tuple(states), jnp.concatenate(obs, axis=0)
+
+
+class Runner:
+    """Chunks through the agent's compiled ``run``."""
+
+    def __init__(self, agent: DQNAgent):
+        self.agent = agent
+
+    def run(self, state: TrainState, num_iterations: int) -> TrainState:
+        return self.agent.run(state, num_iterations)
+
+    def after_restore(self, state: TrainState) -> TrainState:
+        """A state restored from a checkpoint, ready to continue (see the module notes)."""
+        agent = self.agent
+        if not agent.tasks.is_atari:
+            return state
+        env_state, obs = reset_atari(agent.tasks)
+        return state._replace(
+            env_state=env_state,
+            obs=obs,
+            episode_return=jnp.zeros_like(state.episode_return),
+            episode_length=jnp.zeros_like(state.episode_length),
+            replay=jax.vmap(agent.buffer.mark_break)(state.replay),
+        )
+
+
+class HostRunner(Runner):
+    """Atari pools stepped by the host with ``send``/``recv`` around compiled pieces."""
+
+    def __init__(self, agent: DQNAgent):
+        super().__init__(agent)
+        tasks = agent.tasks
+
+        def act(state):
+            state, actions, _, update_keys = agent.act(state)
+            return state, actions, update_keys
+
+        def record(state, actions, raws):
+            env_state, step = _observe(tasks, state.env_state, raws)
+            return agent.record(state, actions, env_state, step)
+
+        def clear_stats(state):
+            return state._replace(stats=jax.tree_util.tree_map(jnp.zeros_like, state.stats))
+
+        self._act = jax.jit(act, donate_argnums=0)
+        self._learn = jax.jit(agent.learn_unrolled, donate_argnums=0)
+        self._record = jax.jit(record, donate_argnums=0)
+        self._clear_stats = jax.jit(clear_stats, donate_argnums=0)
+
+    def run(self, state: TrainState, num_iterations: int) -> TrainState:
+        agent, groups = self.agent, self.agent.tasks.groups
+        env_steps = int(state.env_steps)
+        state = self._clear_stats(state)
+        for _ in range(num_iterations):
+            state, actions, update_keys = self._act(state)
+            host_actions = np.asarray(actions)  # waits for acting only
+            for group, sl in groups:
+                group.host_send(host_actions[sl])
+            env_steps += agent.tasks.num_envs
+            if agent.learn_due(env_steps):  # same rule as the compiled iteration, at the count it ends at
+                state = self._learn(state, update_keys)  # runs while the emulators step
+            raws = tuple(group.host_recv() for group, _ in groups)
+            state = self._record(state, actions, raws)
+        return state
+
+
+def make_runner(agent: DQNAgent) -> Runner:
+    tasks = agent.tasks
+    if tasks.is_atari and tasks.atari.stepping == "host":
+        return HostRunner(agent)
+    return Runner(agent)
+
+
+# -- evaluation -------------------------------------------------------------
+
+
+class HostEvaluation:
+    """``jaxdqn.agents.evaluate`` for Atari pools stepped by the host: ``(params, keys)`` ->
+    ``[T, E]`` returns of one episode in each of the ``E`` envs per task (the first
+    episode each env plays; envs that finish early play on without counting)."""
+
+    def __init__(self, learner: Learner, tasks: TaskSet, epsilon: float):
+        self.tasks = tasks
+        mask = jnp.asarray(tasks.action_mask)
+
+        def policy(params, obs, keys):
+            split = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
+            keys, act_keys = split[:, 0], split[:, 1]
+            q = learner.q_values(params, obs)
+            return keys, jax.vmap(epsilon_greedy, in_axes=(0, 0, None, 0))(act_keys, q, epsilon, mask)
+
+        def observe(env_states, raws):
+            env_states, step = _observe(tasks, env_states, raws)
+            return env_states, step.obs, step.reward, jnp.logical_or(step.terminated, step.truncated)
+
+        self._policy = jax.jit(policy)
+        self._observe = jax.jit(observe)
+
+    def __call__(self, params, keys: jax.Array) -> jax.Array:
+        tasks = self.tasks
+        env_states, obs = reset_atari(tasks)
+        shape = (tasks.num_tasks, tasks.num_envs)
+        returns, finished = np.zeros(shape, np.float64), np.zeros(shape, bool)
+        for _ in range(tasks.max_steps):
+            keys, actions = self._policy(params, obs, keys)
+            host_actions = np.asarray(actions)
+            for group, sl in tasks.groups:
+                group.host_send(host_actions[sl])
+            raws = tuple(group.host_recv() for group, _ in tasks.groups)
+            env_states, obs, reward, ended = self._observe(env_states, raws)
+            returns += np.where(finished, 0.0, np.asarray(reward))
+            finished |= np.asarray(ended)
+            if finished.all():
+                break
+        return jnp.asarray(returns, jnp.float32)
+
+
+def make_evaluation(learner: Learner, tasks: TaskSet, epsilon: float):
+    """``(params, keys) -> returns [T, E]``: compiled, or host-stepped for host-stepped Atari pools."""
+    if tasks.is_atari and tasks.atari.stepping == "host":
+        return HostEvaluation(learner, tasks, epsilon)
+    return jax.jit(lambda params, keys: evaluate(learner, tasks, params, keys, epsilon))
