@@ -1,4 +1,4 @@
-"""``jaxdqn`` command line: train, evaluate, plot.
+"""``jaxdqn`` command line: train, evaluate, plot, distill, transfer, inspect, compare.
 
 Errors meant for people (bad config, missing checkpoint, ...) print one line
 and exit with status 2; Ctrl-C exits with 130 after saving a checkpoint.
@@ -31,6 +31,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         import jax
 
         jax.distributed.initialize()
+    from jaxdqn.transfer.config import has_transfer_block
+
+    if has_transfer_block(args.config):  # a training config with a transfer: block
+        return cmd_transfer(args)
     cfg = config.load(args.config, args.overrides)
     run_dir = train(cfg, run_dir=args.run_dir, resume=args.resume)
     print(f"run finished: {run_dir}")
@@ -57,6 +61,65 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    from jaxdqn.transfer import config as tconfig
+    from jaxdqn.transfer.run import distill, format_distill_summary
+
+    cfg = tconfig.load_distill(args.config, args.overrides)
+    run_dir, result = distill(cfg, run_dir=args.run_dir)
+    print(format_distill_summary(result))
+    print(f"run finished: {run_dir}")
+    print(f"  metrics:     {run_dir / 'metrics.csv'}, {run_dir / 'distill.csv'}, {run_dir / 'summary.json'}")
+    print(f"  checkpoints: {run_dir / 'checkpoints'}  (the student)")
+    print(f"  next:        jaxdqn evaluate {run_dir}    jaxdqn inspect {run_dir}")
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from jaxdqn.transfer import config as tconfig
+    from jaxdqn.transfer.run import transfer
+
+    if args.resume and args.run_dir is None:
+        raise JaxdqnError("--resume needs --run-dir RUN_DIR (the run to continue)")
+    cfg = tconfig.load_transfer(args.config, args.overrides)
+    run_dir = transfer(cfg, run_dir=args.run_dir, resume=args.resume)
+    print(f"run finished ({cfg.transfer.method}): {run_dir}")
+    print(f"  metrics:     {run_dir / 'metrics.csv'}")
+    print(f"  checkpoints: {run_dir / 'checkpoints'}")
+    print(f"  next:        jaxdqn compare SCRATCH_RUN_DIR {run_dir}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from jaxdqn.transfer import sources
+
+    print(sources.describe(args.checkpoint))
+    if args.config is not None:
+        from jaxdqn import config
+        from jaxdqn.transfer import config as tconfig
+
+        data = tconfig.read_yaml(args.config)
+        data.pop("transfer", None)
+        print(sources.check_config_fits(args.checkpoint, config.from_dict(data)))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from jaxdqn.transfer import metrics
+
+    results, threshold = metrics.compare_runs(
+        args.run_dirs, baseline=args.baseline, metric=args.metric, task=args.task, threshold=args.threshold, last=args.last
+    )
+    print(metrics.format_table(results, threshold))
+    output = args.output or Path(args.run_dirs[0]).parent / "compare.png"
+    print(f"wrote {metrics.plot_comparison(results, threshold, output, metric=args.metric)}")
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(metrics.format_table(results, threshold, markdown=True) + "\n")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxdqn",
@@ -68,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train the agent a YAML config describes",
         description="Train the agent a YAML config describes. Writes RUN_DIR/config.yaml, metrics.csv, "
-        "tensorboard/ and checkpoints/.",
+        "tensorboard/ and checkpoints/. A config with a transfer: block starts from a source checkpoint "
+        "(see jaxdqn transfer --help).",
         epilog=_config_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -106,6 +170,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="episode_return", help="column of metrics.csv to plot (default episode_return; e.g. eval_return, loss, q_mean)")
     p.add_argument("--tasks", nargs="*", default=None, help="only these task labels (default: all, plus the mean)")
     p.set_defaults(func=cmd_plot)
+
+    from jaxdqn.transfer.config import describe_distill_keys, describe_transfer_keys
+
+    p = sub.add_parser(
+        "distill",
+        help="distil one or more teacher checkpoints into a student",
+        description="Distil teachers into a student: one teacher into a network of any size, or T teachers (one per task) "
+        "into one multi-task student with a shared torso and a head per task. The acting policy (the teachers by "
+        "default, or the student) fills per-task replay with states and the teachers' Q-values; the student minimises "
+        "the chosen loss (kl, mse or nll). Reports the student's greedy return as a percentage of each teacher's on the "
+        "same episodes. Writes RUN_DIR/config.yaml, student.yaml, metrics.csv, distill.csv, summary.json and "
+        "checkpoints/ that jaxdqn evaluate reads.",
+        epilog="config keys (override any with KEY=VALUE, e.g. teachers.0.checkpoint=runs/teacher distill.loss=mse):\n"
+        + "\n".join(describe_distill_keys()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", help="YAML distillation config (see configs/distill_*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys")
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: OUTPUT_DIR/NAME-TIMESTAMP)")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser(
+        "transfer",
+        help="train a target task starting from a source checkpoint",
+        description="Train the tasks of a training config with a transfer: block: finetune (start from the source's "
+        "parameters; optional fresh head, frozen torso, own learning rate), progressive (frozen source columns plus "
+        "a new column with lateral adapters), distill (TD loss plus a decaying distillation term towards the source), "
+        "or scratch (the baseline, same loop). Writes RUN_DIR/config.yaml (the target training config), "
+        "transfer.yaml, metrics.csv (with an evaluation at env step 0) and checkpoints/.",
+        epilog="transfer keys (override any with KEY=VALUE, e.g. transfer.method=progressive "
+        "transfer.sources=[runs/source]; the rest of the file is a training config, see jaxdqn train --help):\n"
+        + "\n".join(describe_transfer_keys()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", help="YAML training config with a transfer: block (see configs/transfer_*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys")
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: OUTPUT_DIR/NAME-TIMESTAMP)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser(
+        "inspect",
+        help="print a checkpoint's metadata; with --config, check that it fits",
+        description="Print what a checkpoint records: kind (train, distill, transfer), network spec and parameter "
+        "count, tasks with their env params and action sets, observation shape, env steps, evaluation returns, "
+        "teachers or sources. With --config, check that its network and action sets fit a training config and say "
+        "what differs if they do not (exit status 2).",
+    )
+    p.add_argument("checkpoint", help="run directory, checkpoints folder or checkpoint step folder")
+    p.add_argument("--config", type=Path, default=None, help="training (or transfer) config to check the checkpoint against")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "compare",
+        help="transfer metrics of runs against a from-scratch baseline, and a PNG",
+        description="Compare learning curves. Runs that share a config name are seeds of one method (their mean curve "
+        "is used). Against the baseline (the from-scratch runs unless --baseline names another) it prints jumpstart "
+        "(first point minus the baseline's), asymptotic performance (mean of the last --last points), transfer ratio "
+        "(area under the curve / the baseline's) and env steps to reach --threshold; +- is the std over seeds.",
+    )
+    p.add_argument("run_dirs", nargs="+", help="run directories (transfer runs and from-scratch runs)")
+    p.add_argument("--baseline", default=None, help="config name of the baseline runs (default: the scratch runs)")
+    p.add_argument("--metric", default="eval_return", help="column of metrics.csv (default eval_return)")
+    p.add_argument("--task", default="mean", help="task label to compare (default: mean over tasks)")
+    p.add_argument("--threshold", type=float, default=None, help="return for time-to-threshold (default: 90%% of the baseline's best)")
+    p.add_argument("--last", type=int, default=1, help="points averaged for asymptotic performance (default 1)")
+    p.add_argument("--output", "-o", type=Path, default=None, help="PNG path (default: PARENT_OF_FIRST_RUN/compare.png)")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown to this file")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -1,0 +1,222 @@
+"""YAML configs of distillation runs and of transfer runs, checked key by key.
+
+A distillation config names its teachers (checkpoints), the student network
+and how to distil; the student's tasks are the teachers' tasks. A transfer
+config is an ordinary training config plus a ``transfer:`` block naming the
+method and the source checkpoint(s). Both use the same checks and
+``KEY=VALUE`` overrides as training configs (:mod:`jaxdqn.config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaxdqn import config as config_lib
+from jaxdqn.config import Config, NetworkConfig, TrainConfig, _build, _field
+from jaxdqn.errors import ConfigError
+
+DISTILL_LOSSES = ("kl", "mse", "nll")
+TRANSFER_METHODS = ("scratch", "finetune", "progressive", "distill")
+
+
+# --------------------------------------------------------------------------
+# Distillation
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    checkpoint: str = _field("", help="teacher checkpoint: a run directory, its checkpoints/ folder or one step folder")
+    task: int = _field(0, low=0, help="which task of the teacher checkpoint this teacher plays (its index)")
+    name: str = _field("", help="label of the student's task (default: the teacher's task label)")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillSettings:
+    loss: str = _field("kl", choices=DISTILL_LOSSES, help="kl: KL(teacher || student) of softened policies; mse: Q regression; nll: teacher's greedy action")
+    tau_teacher: float = _field(0.01, low=0.0, low_open=True, help="kl: teacher softmax temperature (low sharpens)")
+    tau_student: float = _field(1.0, low=0.0, low_open=True, help="kl and nll: student softmax temperature")
+    actor: str = _field("teacher", choices=("teacher", "student"), help="who acts to fill replay: the teacher, or the student (online distillation)")
+    actor_epsilon: float = _field(0.05, low=0.0, high=1.0, help="exploration of the acting policy")
+    learning_rate: float = _field(1e-3, low=0.0, low_open=True, help="student's Adam step size")
+    lr_decay: bool = _field(False, help="decay the step size linearly to 0 by the end of the run")
+    adam_eps: float = _field(1e-8, low=0.0, low_open=True, help="Adam epsilon")
+    max_grad_norm: float = _field(10.0, low=0.0, low_open=True, help="gradient clipping by global norm")
+    batch_size: int = _field(64, low=1, help="states per task per gradient step")
+    replay_capacity: int = _field(10_000, low=1, help="states (with the teacher's Q-values) kept per task")
+    learning_starts: int = _field(1_000, low=0, help="env steps per task before the first update")
+    update_every: int = _field(10, low=1, help="env steps per task between rounds of updates")
+    updates_per_round: int = _field(1, low=1, help="gradient steps per round")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    name: str = _field("distill", help="run name; the run directory is OUTPUT_DIR/NAME-TIMESTAMP")
+    seed: int = _field(0, low=0, help="random seed")
+    teachers: tuple[TeacherConfig, ...] = _field((), help="one teacher per student task")
+    network: NetworkConfig = _field(NetworkConfig())
+    distill: DistillSettings = _field(DistillSettings())
+    train: TrainConfig = _field(TrainConfig())
+
+
+def _check_train_block(t: TrainConfig) -> None:
+    for key in ("log_every", "total_env_steps"):
+        value = getattr(t, key)
+        if value % t.num_envs:
+            raise ConfigError(f"config key 'train.{key}': got {value}; allowed: a multiple of train.num_envs ({t.num_envs})")
+    for key in ("eval_every", "checkpoint_every"):
+        value = getattr(t, key)
+        if value % t.log_every:
+            raise ConfigError(f"config key 'train.{key}': got {value}; allowed: 0 or a multiple of train.log_every ({t.log_every})")
+
+
+def _check_distill(cfg: DistillConfig) -> None:
+    if not cfg.teachers:
+        raise ConfigError("config key 'teachers': got an empty list; allowed: one or more teachers, each {checkpoint: PATH}")
+    for i, teacher in enumerate(cfg.teachers):
+        if not teacher.checkpoint:
+            raise ConfigError(f"config key 'teachers[{i}].checkpoint': missing; allowed: a checkpoint path")
+    _check_train_block(cfg.train)
+    u, n = cfg.distill.update_every, cfg.train.num_envs
+    if u % n and n % u:
+        raise ConfigError(f"config key 'distill.update_every': got {u}; allowed: a multiple or a divisor of train.num_envs ({n})")
+
+
+def distill_from_dict(data: dict) -> DistillConfig:
+    cfg = _build(DistillConfig, data or {}, "")
+    _check_distill(cfg)
+    return cfg
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
+    return data or {}
+
+
+def _apply_overrides(data: dict, overrides: list[str]) -> dict:
+    # config_lib.apply_overrides creates a missing "tasks" list for training
+    # configs; "teachers" gets the same convenience here.
+    for text in overrides:
+        if text.split("=", 1)[0].strip().startswith("teachers.") and "teachers" not in data:
+            data = {**data, "teachers": [{}]}
+    return config_lib.apply_overrides(data, overrides)
+
+
+def load_distill(path: str | Path, overrides: list[str] | None = None) -> DistillConfig:
+    return distill_from_dict(_apply_overrides(read_yaml(path), overrides or []))
+
+
+# --------------------------------------------------------------------------
+# Transfer
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    reinit_head: bool = _field(False, help="start the head from a fresh initialisation instead of the source's")
+    freeze_torso: str = _field("never", choices=("never", "first", "always"), help="keep the source torso fixed: never, for the first freeze_steps, or always")
+    freeze_steps: int = _field(0, low=0, help="with freeze_torso: first, env steps per task during which the torso stays fixed")
+    learning_rate: float = _field(0.0, low=0.0, help="Adam step size of the fine-tuning run (0: dqn.learning_rate)")
+    torso_lr_scale: float = _field(1.0, low=0.0, help="the torso learns at learning_rate * torso_lr_scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressiveSettings:
+    adapter_size: int = _field(16, low=1, help="width of each lateral adapter's projection (its bottleneck)")
+    scale_init: float = _field(0.01, help="initial value of each adapter's learned input scale (small, as Rusu et al. advise)")
+
+
+@dataclasses.dataclass(frozen=True)
+class AssistSettings:
+    loss: str = _field("mse", choices=DISTILL_LOSSES, help="distillation loss towards the source teacher")
+    tau_teacher: float = _field(0.01, low=0.0, low_open=True, help="kl: teacher softmax temperature")
+    tau_student: float = _field(1.0, low=0.0, low_open=True, help="kl and nll: student softmax temperature")
+    beta_start: float = _field(1.0, low=0.0, help="weight of the distillation term at the first update")
+    beta_end: float = _field(0.0, low=0.0, help="weight the distillation term decays towards")
+    beta_schedule: str = _field("linear", choices=("constant", "linear", "exponential"), help="constant: beta_start; linear: reaches beta_end at beta_decay_steps; exponential: halves the distance to beta_end every beta_decay_steps")
+    beta_decay_steps: int = _field(50_000, low=1, help="env steps per task of the decay (see beta_schedule)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferSettings:
+    method: str = _field("finetune", choices=TRANSFER_METHODS, help="scratch (baseline), finetune, progressive or distill (distillation-assisted)")
+    sources: tuple[str, ...] = _field((), help="source checkpoints (progressive: one frozen column each; finetune and distill: exactly one)")
+    source_task: int = _field(0, low=0, help="which task of each source checkpoint to transfer from (its index)")
+    finetune: FinetuneSettings = _field(FinetuneSettings())
+    progressive: ProgressiveSettings = _field(ProgressiveSettings())
+    distill: AssistSettings = _field(AssistSettings())
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferConfig:
+    """A training config (``run``) and what to transfer into it (``transfer``)."""
+
+    run: Config
+    transfer: TransferSettings
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+
+def _check_transfer(t: TransferSettings) -> None:
+    if t.method == "scratch":
+        return
+    if not t.sources:
+        raise ConfigError(f"config key 'transfer.sources': got an empty list; allowed: one or more checkpoint paths (method {t.method!r} needs a source)")
+    if t.method in ("finetune", "distill") and len(t.sources) != 1:
+        raise ConfigError(f"config key 'transfer.sources': got {len(t.sources)} checkpoints; allowed: exactly one with method {t.method!r}")
+    f = t.finetune
+    if t.method == "finetune" and f.freeze_torso == "first" and f.freeze_steps == 0:
+        raise ConfigError("config key 'transfer.finetune.freeze_steps': got 0; allowed: > 0 with transfer.finetune.freeze_torso: first")
+
+
+def transfer_from_dict(data: dict) -> TransferConfig:
+    data = dict(data or {})
+    block = data.pop("transfer", None)
+    if block is None:
+        raise ConfigError("config key 'transfer': missing; a transfer config is a training config plus a 'transfer:' block")
+    settings = _build(TransferSettings, block, "transfer")
+    _check_transfer(settings)
+    return TransferConfig(run=config_lib.from_dict(data), transfer=settings)
+
+
+def has_transfer_block(path: str | Path) -> bool:
+    """Whether a YAML file (if it is a readable mapping) has a top-level ``transfer:`` key."""
+    try:
+        return "transfer" in read_yaml(path)
+    except ConfigError:
+        return False
+
+
+def load_transfer(path: str | Path, overrides: list[str] | None = None) -> TransferConfig:
+    return transfer_from_dict(config_lib.apply_overrides(read_yaml(path), overrides or []))
+
+
+def transfer_to_dict(cfg: TransferConfig) -> dict:
+    return {**config_lib.to_dict(cfg.run), "transfer": config_lib.to_dict(cfg.transfer)}
+
+
+def dump(cfg: Any) -> str:
+    data = transfer_to_dict(cfg) if isinstance(cfg, TransferConfig) else config_lib.to_dict(cfg)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def describe_distill_keys() -> list[str]:
+    return config_lib.describe_keys(DistillConfig)
+
+
+def describe_transfer_keys() -> list[str]:
+    return config_lib.describe_keys(TransferSettings, "transfer.")

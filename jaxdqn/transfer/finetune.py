@@ -1,0 +1,153 @@
+"""Fine-tuning: a DQN learner that starts from a source checkpoint.
+
+The learner is :class:`jaxdqn.agents.Learner` with two things changed:
+
+- ``init_params`` puts the source task's torso (and, unless the head is
+  re-initialised, its head) into every target task's slot;
+- ``optimizer`` gives the torso its own branch: frozen for good
+  (``optax.set_to_zero``), frozen for the first updates, or trained at a scaled
+  step size.
+
+Everything else (TD loss, target network, the compiled iteration) is the
+ordinary DQN machinery, so a fine-tuning run's checkpoints are plain training
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdqn.agents.learner import Learner
+
+Params = Any
+
+FREEZE_CHOICES = ("never", "first", "always")
+
+
+def derive(base: Learner, cls: type, **extra) -> Learner:
+    """An instance of the ``Learner`` subclass ``cls`` with ``base``'s settings and ``extra`` fields."""
+    values = {f.name: getattr(base, f.name) for f in dataclasses.fields(Learner)}
+    values.update(extra)
+    return cls(**values)
+
+
+def updates_before(env_steps: int, learning_starts: int, update_every: int, updates_per_round: int) -> int:
+    """Gradient steps a DQN run has taken by ``env_steps`` env steps per task."""
+    return max(0, env_steps - learning_starts) * updates_per_round // update_every
+
+
+class ZeroUntilState(NamedTuple):
+    count: jax.Array
+
+
+def zero_until(num_updates: int) -> optax.GradientTransformation:
+    """Sets every update to exactly 0 for the first ``num_updates`` calls, then passes them through."""
+
+    def init(params):
+        del params
+        return ZeroUntilState(jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        keep = state.count >= num_updates
+        updates = jax.tree_util.tree_map(lambda u: jnp.where(keep, u, jnp.zeros_like(u)), updates)
+        return updates, ZeroUntilState(optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init, update)
+
+
+def torso_head_labels(params: Params) -> Params:
+    """``"torso"`` on every torso leaf, ``"head"`` on every head leaf."""
+    return {part: jax.tree_util.tree_map(lambda _: part, params[part]) for part in ("torso", "head")}
+
+
+def split_optimizer(
+    step_size: float | optax.Schedule,
+    max_grad_norm: float,
+    adam_eps: float,
+    freeze: str = "never",
+    freeze_updates: int = 0,
+    torso_lr_scale: float = 1.0,
+) -> optax.GradientTransformation:
+    """Adam with the torso on its own branch.
+
+    - ``always``: torso updates are exactly 0 (the torso has no Adam state);
+      gradient clipping sees the head only.
+    - ``first``: the torso's Adam moments follow its gradients from the start,
+      but its updates are 0 for the first ``freeze_updates`` steps.
+    - ``never``: the torso learns at ``step_size * torso_lr_scale``.
+    """
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"freeze must be one of {FREEZE_CHOICES}; got {freeze!r}")
+    head = optax.adam(step_size, eps=adam_eps)
+    if freeze == "always":
+        return optax.multi_transform(
+            {"torso": optax.set_to_zero(), "head": optax.chain(optax.clip_by_global_norm(max_grad_norm), head)},
+            torso_head_labels,
+        )
+    if callable(step_size):
+        torso_step = lambda count: torso_lr_scale * step_size(count)  # noqa: E731
+    else:
+        torso_step = torso_lr_scale * step_size
+    torso = optax.adam(torso_step, eps=adam_eps)
+    if freeze == "first":
+        torso = optax.chain(torso, zero_until(freeze_updates))
+    return optax.chain(
+        optax.clip_by_global_norm(max_grad_norm),
+        optax.multi_transform({"torso": torso, "head": head}, torso_head_labels),
+    )
+
+
+def place_source(learner: Learner, fresh: Params, source_task_params: Params, reinit_head: bool) -> Params:
+    """``fresh`` (a learner's initial parameters) with the source's torso, and head unless
+    ``reinit_head``, copied into every task's slot of the learner's layout."""
+    axes = learner.param_axes()
+    out = {}
+    for part in ("torso", "head"):
+        if part == "head" and reinit_head:
+            out[part] = fresh[part]
+            continue
+        src = source_task_params[part]
+        if axes[part] == 0:
+            out[part] = jax.tree_util.tree_map(
+                lambda s, f: jnp.broadcast_to(jnp.asarray(s, f.dtype), f.shape), src, fresh[part]
+            )
+        else:
+            out[part] = jax.tree_util.tree_map(lambda s, f: jnp.asarray(s, f.dtype), src, fresh[part])
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FinetuneLearner(Learner):
+    """A :class:`Learner` whose networks start from ``source`` (one task's parameters, no task axis)."""
+
+    source: Any = None
+    reinit_head: bool = False
+    freeze: str = "never"
+    freeze_updates: int = 0
+    torso_lr_scale: float = 1.0
+
+    def init_params(self, task_keys: jax.Array, example_obs: jax.Array) -> Params:
+        fresh = super().init_params(task_keys, example_obs)
+        return place_source(self, fresh, self.source, self.reinit_head)
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        return split_optimizer(
+            self.step_size,
+            self.max_grad_norm,
+            self.adam_eps,
+            self.freeze,
+            self.freeze_updates,
+            self.torso_lr_scale,
+        )
+
+
+def as_numpy(tree: Params) -> Params:
+    return jax.tree_util.tree_map(np.asarray, tree)

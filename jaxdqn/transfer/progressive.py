@@ -1,0 +1,175 @@
+"""Progressive networks (Rusu et al., 2016): frozen source columns plus a new column.
+
+Write ``h_l^(k)`` for the output of layer ``l`` of column ``k``; columns
+``1..K-1`` are trained source networks (their torsos), column ``K`` is new.
+The new column computes
+
+``h_l^(K) = relu(W_l h_{l-1}^(K) + sum_{j<K} U_l^(j) relu(V_l^(j) (a_l^(j) * h_{l-1}^(j))))``
+
+for every layer but the first (which sees only the observation), and its
+Q-values are
+
+``Q(s, .) = W_out h_L^(K) + sum_{j<K} U_out^(j) relu(V_out^(j) (a_out^(j) * h_L^(j)))``.
+
+Each lateral adapter has a learned scalar scale ``a`` (it puts the frozen
+activations on the new column's scale), a projection ``V`` to
+``adapter_size`` units and a layer ``U`` into the new column.
+
+The frozen columns' parameters live inside :class:`ProgressiveQNetwork` as
+constants; the training state, the optimizer and the gradients only ever see
+the new column and its adapters, so the source parameters cannot change.
+Parameters are split the :class:`jaxdqn.agents.Learner` way: ``"head"`` holds
+the output layer and its adapters, ``"torso"`` the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+
+from jaxdqn.errors import ConfigError
+from jaxdqn.networks import MinAtarTorso, NetworkSpec, preprocess
+
+Params = Any
+
+PROGRESSIVE_TORSOS = ("mlp", "minatar_cnn")
+
+
+def layer_plan(spec: NetworkSpec) -> list[tuple[str, int]]:
+    """The torso as ``(kind, width)`` layers: ``dense`` (flattens its input) or ``conv3x3``."""
+    if spec.torso == "mlp":
+        return [("dense", int(n)) for n in spec.hidden_sizes]
+    if spec.torso == "minatar_cnn":
+        t = MinAtarTorso()
+        return [("conv3x3", t.channels), ("dense", t.hidden)]
+    raise ConfigError(
+        f"progressive networks support the torsos {', '.join(PROGRESSIVE_TORSOS)}; got {spec.torso!r}"
+    )
+
+
+def _flat(x: jax.Array) -> jax.Array:
+    return x.reshape(x.shape[0], -1)
+
+
+def _layer(kind: str, width: int, name: str | None = None) -> nn.Module:
+    if kind == "conv3x3":
+        return nn.Conv(width, (3, 3), strides=(1, 1), padding="VALID", name=name)
+    return nn.Dense(width, name=name)
+
+
+def column_activations(spec: NetworkSpec, torso_params: Params, obs: jax.Array) -> list[jax.Array]:
+    """Every layer's output of a torso trained as ``spec`` (its last one is the features).
+
+    The torso modules of :mod:`jaxdqn.networks` name their layers ``Dense_i`` /
+    ``Conv_i`` in order; this runs the same layers one at a time.
+    """
+    x = preprocess(obs)
+    counts = {"dense": 0, "conv3x3": 0}
+    outputs = []
+    for kind, width in layer_plan(spec):
+        name = f"{'Dense' if kind == 'dense' else 'Conv'}_{counts[kind]}"
+        counts[kind] += 1
+        inputs = _flat(x) if kind == "dense" else x
+        x = nn.relu(_layer(kind, width).apply({"params": torso_params[name]}, inputs))
+        outputs.append(x)
+    return outputs
+
+
+class Lateral(nn.Module):
+    """``U relu(V (a * h))`` with a learned scalar ``a``; ``h`` is flattened first."""
+
+    width: int
+    adapter_size: int
+    scale_init: float = 0.01
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.initializers.constant(self.scale_init), ())
+        v = nn.relu(nn.Dense(self.adapter_size, name="V")(scale * _flat(h)))
+        return nn.Dense(self.width, name="U")(v)
+
+
+class NewColumn(nn.Module):
+    """The trainable column; ``sources[j][l]`` is layer ``l``'s output in frozen column ``j``."""
+
+    plan: tuple[tuple[str, int], ...]
+    num_actions: int
+    adapter_size: int = 16
+    scale_init: float = 0.01
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, sources: Sequence[Sequence[jax.Array]]) -> jax.Array:
+        h = preprocess(obs)
+        for l, (kind, width) in enumerate(self.plan):
+            z = _layer(kind, width, name=f"layer_{l}")(_flat(h) if kind == "dense" else h)
+            if l > 0 and kind == "dense":  # (the supported torsos have a conv layer first only)
+                for j, column in enumerate(sources):
+                    if l - 1 < len(column):
+                        z = z + Lateral(width, self.adapter_size, self.scale_init, name=f"lateral_{l}_{j}")(column[l - 1])
+            h = nn.relu(z)
+        q = nn.Dense(self.num_actions, name="out")(_flat(h))
+        for j, column in enumerate(sources):
+            q = q + Lateral(self.num_actions, self.adapter_size, self.scale_init, name=f"out_lateral_{j}")(column[-1])
+        return q
+
+
+def _is_head(name: str) -> bool:
+    return name == "out" or name.startswith("out_lateral_")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrozenColumn:
+    """A source torso: how it was built, its parameters, the observation shape it was trained on."""
+
+    spec: NetworkSpec
+    torso_params: Params
+    obs_shape: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProgressiveQNetwork:
+    """Drop-in for :class:`jaxdqn.networks.QNetwork` in a :class:`jaxdqn.agents.Learner`.
+
+    ``init`` / ``apply`` handle the new column's parameters only; the frozen
+    columns are fields of this object.
+    """
+
+    spec: NetworkSpec  # the new column's architecture
+    num_actions: int
+    columns: tuple[FrozenColumn, ...]
+    adapter_size: int = 16
+    scale_init: float = 0.01
+
+    def __post_init__(self):
+        if self.spec.dueling:
+            raise ConfigError("progressive networks do not support network.dueling: true")
+        layer_plan(self.spec)
+        for column in self.columns:
+            layer_plan(column.spec)
+
+    @property
+    def module(self) -> NewColumn:
+        return NewColumn(tuple(layer_plan(self.spec)), self.num_actions, self.adapter_size, self.scale_init)
+
+    def source_activations(self, obs: jax.Array) -> list[list[jax.Array]]:
+        from jaxdqn.transfer.sources import fit_obs
+
+        out = []
+        for column in self.columns:
+            acts = column_activations(column.spec, column.torso_params, fit_obs(obs, column.obs_shape))
+            out.append([jax.lax.stop_gradient(a) for a in acts])
+        return out
+
+    def init(self, key: jax.Array, obs: jax.Array) -> Params:
+        params = self.module.init(key, obs, self.source_activations(obs))["params"]
+        return {
+            "torso": {k: v for k, v in params.items() if not _is_head(k)},
+            "head": {k: v for k, v in params.items() if _is_head(k)},
+        }
+
+    def apply(self, params: Params, obs: jax.Array) -> jax.Array:
+        merged = {**params["torso"], **params["head"]}
+        return self.module.apply({"params": merged}, obs, self.source_activations(obs))

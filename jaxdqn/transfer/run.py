@@ -1,0 +1,420 @@
+"""Host loops behind ``jaxdqn distill`` and ``jaxdqn transfer``.
+
+Both write a run directory like training does: ``config.yaml``,
+``metrics.csv`` (one row per task per host visit, plus the mean),
+``tensorboard/`` and ``checkpoints/`` whose ``meta`` makes them readable by
+``jaxdqn evaluate`` and ``jaxdqn inspect``.
+
+- distillation: ``config.yaml`` is the distillation config; ``student.yaml`` is
+  the equivalent training config of the student (what its checkpoints record);
+  ``distill.csv`` has, at every evaluation, each task's student and teacher
+  return on the same episodes, the percentage, and the greedy-action
+  agreement on replay batches; ``summary.json`` holds the final numbers.
+- transfer: ``config.yaml`` is the target training config (runnable with
+  ``jaxdqn train``); ``transfer.yaml`` is the whole transfer config.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import json
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import jax
+import numpy as np
+
+from jaxdqn import checkpoint
+from jaxdqn import config as config_lib
+from jaxdqn.agents.build import build_agent, build_learner, network_spec, task_keys, task_specs
+from jaxdqn.agents.dqn import DQNAgent
+from jaxdqn.checkpoint import Checkpointer
+from jaxdqn.config import Config
+from jaxdqn.envs import TaskSet
+from jaxdqn.errors import ConfigError, JaxdqnError
+from jaxdqn.logging import MetricsWriter
+from jaxdqn.networks import QNetwork
+from jaxdqn.train import Evaluator, checkpoint_meta
+from jaxdqn.train import train as train_loop
+from jaxdqn.transfer import config as tconfig
+from jaxdqn.transfer.assisted import AssistedLearner
+from jaxdqn.transfer.distill import DistillSchedule, Distiller, LossSpec
+from jaxdqn.transfer.finetune import FinetuneLearner, as_numpy, derive
+from jaxdqn.transfer.progressive import FrozenColumn, ProgressiveQNetwork
+from jaxdqn.transfer.sources import Source, TeacherSet, fit_problems, load_source, refuse
+
+
+def _new_run_dir(output_dir: str, name: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(output_dir) / f"{name}-{stamp}"
+
+
+def _refuse_existing(run_dir: Path, resume: bool = False) -> None:
+    ckpt_dir = run_dir / "checkpoints"
+    if resume and not ckpt_dir.is_dir():
+        raise JaxdqnError(f"--resume: no checkpoints in {str(run_dir)!r}")
+    if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise JaxdqnError(f"{str(run_dir)!r} already holds checkpoints; pick another --run-dir")
+
+
+def _progress_bar(name: str, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, dynamic_ncols=True, desc=name)
+
+
+# --------------------------------------------------------------------------
+# Distillation
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DistillSetup:
+    distiller: Distiller
+    student_cfg: Config
+    teachers: list[dict]  # what checkpoint meta records about each teacher
+
+
+def _unique(labels: list[str]) -> list[str]:
+    out = []
+    for i, label in enumerate(labels):
+        out.append(label if labels.count(label) == 1 else f"{label}-{i}")
+    return out
+
+
+def build_distiller(cfg: tconfig.DistillConfig) -> DistillSetup:
+    """Loads the teachers, derives the student's training config, builds the compiled distiller."""
+    cache: dict[str, Source] = {}
+    sources = []
+    for i, teacher in enumerate(cfg.teachers):
+        if teacher.checkpoint not in cache:
+            cache[teacher.checkpoint] = load_source(teacher.checkpoint, "teacher checkpoint")
+        src = cache[teacher.checkpoint]
+        src.check_task(teacher.task, f"teachers[{i}].task")
+        sources.append(src)
+    labels = _unique([t.name or src.label(t.task) for t, src in zip(cfg.teachers, sources)])
+    tasks = []
+    for t, src, label in zip(cfg.teachers, sources, labels):
+        task = dict(config_lib.to_dict(src.cfg.tasks[t.task]))
+        tasks.append({"env_id": task["env_id"], "env_params": task.get("env_params", {}), "name": label})
+    d = cfg.distill
+    student_data = {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "tasks": tasks,
+        "network": config_lib.to_dict(cfg.network),
+        "dqn": {
+            "learning_rate": d.learning_rate,
+            "lr_decay": d.lr_decay,
+            "adam_eps": d.adam_eps,
+            "max_grad_norm": d.max_grad_norm,
+            "batch_size": d.batch_size,
+            "replay_capacity": d.replay_capacity,
+            "learning_starts": d.learning_starts,
+            "update_every": d.update_every,
+            "updates_per_round": d.updates_per_round,
+            "epsilon_start": d.actor_epsilon,
+            "epsilon_end": d.actor_epsilon,
+        },
+        "multitask": {"mode": "hard" if len(tasks) > 1 else "independent", "hard_heads": "per_task"},
+        "train": config_lib.to_dict(cfg.train),
+    }
+    student_cfg = config_lib.from_dict(student_data)
+    task_set = TaskSet(task_specs(student_cfg), cfg.train.num_envs)
+    if getattr(task_set, "is_atari", False):
+        raise ConfigError("teachers: distillation runs on gymnax tasks; Atari teachers are not supported yet")
+    for i, (t, src, label) in enumerate(zip(cfg.teachers, sources, labels)):
+        problems = fit_problems(src, t.task, label, task_set.task_num_actions[i], task_set.obs_shape)
+        refuse(f"teachers[{i}]: checkpoint", src, problems)
+    student = build_learner(student_cfg, task_set)
+    teachers = TeacherSet(tuple(src.fixed_q(t.task, task_set.num_actions) for t, src in zip(cfg.teachers, sources)))
+    schedule = DistillSchedule(
+        num_envs=cfg.train.num_envs,
+        batch_size=d.batch_size,
+        replay_capacity=d.replay_capacity,
+        learning_starts=d.learning_starts,
+        update_every=d.update_every,
+        updates_per_round=d.updates_per_round,
+        actor=d.actor,
+        actor_epsilon=d.actor_epsilon,
+    )
+    distiller = Distiller(student, teachers, task_set, schedule, LossSpec(d.loss, d.tau_teacher, d.tau_student))
+    records = [
+        {"checkpoint": src.path, "task": t.task, "label": src.label(t.task), "network": src.meta["network"],
+         "train_eval_return": (src.meta.get("eval_return") or [None] * src.num_tasks)[t.task]}
+        for t, src in zip(cfg.teachers, sources)
+    ]
+    return DistillSetup(distiller, student_cfg, records)
+
+
+DISTILL_COLUMNS = ("env_steps", "task", "student_return", "teacher_return", "percent_of_teacher", "agreement", "loss")
+
+
+def _percent(student: float, teacher: float) -> float:
+    return 100.0 * student / teacher if teacher else math.nan
+
+
+def distill(cfg: tconfig.DistillConfig, run_dir: str | Path | None = None) -> tuple[Path, dict]:
+    """Distils as ``cfg`` says; returns the run directory and the final summary."""
+    t = cfg.train
+    run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(t.output_dir, cfg.name)
+    _refuse_existing(run_dir)
+    setup = build_distiller(cfg)  # loads and checks the teachers before anything is written
+    distiller, student_cfg = setup.distiller, setup.student_cfg
+    student_eval = Evaluator(student_cfg, SimpleNamespace(learner=distiller.student))
+    teacher_eval = Evaluator(student_cfg, SimpleNamespace(learner=distiller.teachers))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(tconfig.dump(cfg))
+    (run_dir / "student.yaml").write_text(config_lib.dump(student_cfg))
+
+    state = distiller.init(task_keys(student_cfg))
+    labels = distiller.tasks.labels
+    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard)
+    checkpointer = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints)
+    bar = _progress_bar(cfg.name, t.total_env_steps, t.progress)
+    extra_file = (run_dir / "distill.csv").open("w", newline="")
+    extra = csv.DictWriter(extra_file, fieldnames=DISTILL_COLUMNS)
+    extra.writeheader()
+    env_steps, last_eval, summary = 0, None, {}
+    chunk = t.log_every // t.num_envs
+    try:
+        while env_steps < t.total_env_steps:
+            iterations = min(chunk, (t.total_env_steps - env_steps) // t.num_envs)
+            started = time.perf_counter()
+            state = distiller.run(state, iterations)
+            jax.block_until_ready(state)
+            elapsed = time.perf_counter() - started
+            env_steps = int(state.env_steps)
+            finished = env_steps >= t.total_env_steps
+            stats = jax.device_get(state.stats)
+            updates = max(int(stats.updates), 1)
+            evaluation = teacher_returns = None
+            if finished or (t.eval_every and env_steps % t.eval_every == 0):
+                evaluation = student_eval(state.params, env_steps)
+                teacher_returns = teacher_eval(None, env_steps)  # the same episodes (same keys)
+                last_eval = [float(x) for x in evaluation.mean(axis=1)]
+            per_task = {}
+            for i, label in enumerate(labels):
+                episodes = float(stats.episodes[i])
+                row = {
+                    "episode_return": float(stats.return_sum[i]) / episodes if episodes else math.nan,
+                    "episode_length": float(stats.length_sum[i]) / episodes if episodes else math.nan,
+                    "episodes": episodes,
+                    "loss": float(stats.loss_sum[i]) / updates if stats.updates else math.nan,
+                    "q_mean": float(stats.q_sum[i]) / updates if stats.updates else math.nan,
+                    "epsilon": distiller.schedule.actor_epsilon,
+                }
+                if evaluation is not None:
+                    row["eval_return"] = float(evaluation[i].mean())
+                    row["eval_return_std"] = float(evaluation[i].std())
+                    teacher = float(teacher_returns[i].mean())
+                    record = {
+                        "env_steps": env_steps,
+                        "task": label,
+                        "student_return": row["eval_return"],
+                        "teacher_return": teacher,
+                        "percent_of_teacher": _percent(row["eval_return"], teacher),
+                        "agreement": float(stats.agreement_sum[i]) / updates if stats.updates else math.nan,
+                        "loss": row["loss"],
+                    }
+                    extra.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in record.items()})
+                    summary[label] = record
+                per_task[label] = row
+            extra_file.flush()
+            steps_per_sec = iterations * t.num_envs * distiller.num_tasks / elapsed
+            writer.write(
+                {"env_steps": env_steps, "updates": int(state.updates), "steps_per_sec": steps_per_sec, "wall_time": time.time()},
+                per_task,
+            )
+            postfix = {"steps/s": f"{steps_per_sec:,.0f}"}
+            if summary:
+                postfix["% of teacher"] = f"{np.mean([s['percent_of_teacher'] for s in summary.values()]):.0f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(env_steps - bar.n)
+            if finished or (t.checkpoint_every and env_steps % t.checkpoint_every == 0):
+                checkpointer.save(env_steps, state, _distill_meta(cfg, setup, env_steps, last_eval, summary, labels))
+    finally:
+        bar.close()
+        writer.close()
+        checkpointer.close()
+        extra_file.close()
+    result = {"run_dir": str(run_dir), "env_steps": env_steps, "eval_episodes": t.eval_episodes, "tasks": summary}
+    (run_dir / "summary.json").write_text(json.dumps(result, indent=2))
+    return run_dir, result
+
+
+def _distill_meta(cfg, setup: DistillSetup, env_steps: int, last_eval, summary: dict, labels: list[str]) -> dict:
+    meta = checkpoint_meta(setup.student_cfg, setup.distiller, env_steps, last_eval)
+    teachers = []
+    for record, label in zip(setup.teachers, labels):
+        s = summary.get(label, {})
+        teachers.append({**record, "eval_return": s.get("teacher_return"), "percent": s.get("percent_of_teacher")})
+    meta.update({"kind": "distill", "distill": config_lib.to_dict(cfg.distill), "teachers": teachers})
+    return meta
+
+
+def format_distill_summary(result: dict) -> str:
+    lines = [f"{'task':<24} {'teacher':>10} {'student':>10} {'% of teacher':>13} {'agreement':>10}"]
+    for label, s in result["tasks"].items():
+        lines.append(
+            f"{label:<24} {s['teacher_return']:>10.2f} {s['student_return']:>10.2f} "
+            f"{s['percent_of_teacher']:>12.1f}% {s['agreement']:>10.3f}"
+        )
+    lines.append(f"(greedy returns over the same {result['eval_episodes']} episodes per task, at env step {result['env_steps']})")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Transfer
+# --------------------------------------------------------------------------
+
+
+def _leaf_problems(have, wanted) -> list[str]:
+    """The first leaf (torso before head, in layer order) whose shape differs, and how many more do."""
+    a, b = checkpoint.leaf_shapes(have), checkpoint.leaf_shapes(wanted)
+    def position(name: str):  # torso first, layers in order, a kernel before its bias
+        module, _, leaf = name.rpartition(".")
+        return (not name.startswith("torso."), module, leaf != "kernel", leaf)
+
+    order = sorted(set(a) | set(b), key=position)
+    bad = []
+    for name in order:
+        if name not in a:
+            bad.append(f"the checkpoint has no leaf '{name}' that the network needs")
+        elif name not in b:
+            bad.append(f"the checkpoint has a leaf '{name}' that the network does not have")
+        elif a[name] != b[name]:
+            bad.append(
+                f"leaf '{name}' has shape {a[name][0]} ({a[name][1]}) in the checkpoint, "
+                f"but the network expects {b[name][0]} ({b[name][1]})"
+            )
+    if len(bad) > 1:
+        return [f"{bad[0]} (and {len(bad) - 1} more leaves differ)"]
+    return bad
+
+
+def _finetune_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source):
+    tr, run = cfg.transfer, cfg.run
+    f, j = tr.finetune, tr.source_task
+    tasks = agent.tasks
+    target_net = QNetwork(network_spec(run), tasks.num_actions)
+    example = jax.ShapeDtypeStruct((1,) + tuple(tasks.obs_shape), tasks.obs_dtype)
+    wanted = jax.eval_shape(target_net.init, jax.random.PRNGKey(0), example)
+    have = src.task_params(j)
+    parts = ("torso",) if f.reinit_head else ("torso", "head")
+    problems = _leaf_problems({p: have[p] for p in parts}, {p: wanted[p] for p in parts})
+    for i, label in enumerate(tasks.labels):
+        actions = None if f.reinit_head else tasks.num_actions
+        problems += fit_problems(src, j, label, actions, tasks.obs_shape, network_spec(run))
+    problems = sorted(set(problems), key=problems.index)
+    hint = "set transfer.finetune.reinit_head: true to start a new head" if any("actions" in p for p in problems) else ""
+    refuse("source checkpoint", src, problems, hint)
+    d = run.dqn
+    freeze_updates = 0
+    if f.freeze_torso == "first":
+        freeze_updates = max(0, f.freeze_steps - d.learning_starts) * d.updates_per_round // d.update_every
+    return derive(
+        agent.learner,
+        FinetuneLearner,
+        source=as_numpy(have),
+        reinit_head=f.reinit_head,
+        freeze=f.freeze_torso,
+        freeze_updates=freeze_updates,
+        torso_lr_scale=f.torso_lr_scale,
+    )
+
+
+def _progressive_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, sources: list[Source]):
+    tr = cfg.transfer
+    tasks = agent.tasks
+    for src in sources:
+        refuse("source checkpoint", src, fit_problems(src, tr.source_task, tasks.labels[0], None, tasks.obs_shape))
+    columns = tuple(
+        FrozenColumn(src.network_spec, as_numpy(src.task_params(tr.source_task)["torso"]), src.obs_shape) for src in sources
+    )
+    network = ProgressiveQNetwork(
+        network_spec(cfg.run), tasks.num_actions, columns, tr.progressive.adapter_size, tr.progressive.scale_init
+    )
+    return dataclasses.replace(agent.learner, network=network)
+
+
+def _assisted_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source):
+    tr, d = cfg.transfer, cfg.run.dqn
+    tasks = agent.tasks
+    problems = []
+    for i, label in enumerate(tasks.labels):
+        problems += fit_problems(src, tr.source_task, label, tasks.task_num_actions[i], tasks.obs_shape)
+    refuse("source checkpoint", src, sorted(set(problems), key=problems.index), "the teacher's Q-values must cover the target's actions")
+    a = tr.distill
+    teacher = TeacherSet(tuple(src.fixed_q(tr.source_task, tasks.num_actions) for _ in range(tasks.num_tasks)))
+    return derive(
+        agent.learner,
+        AssistedLearner,
+        teacher=teacher,
+        distill_kind=a.loss,
+        tau_teacher=a.tau_teacher,
+        tau_student=a.tau_student,
+        beta_schedule=a.beta_schedule,
+        beta_start=a.beta_start,
+        beta_end=a.beta_end,
+        beta_decay_steps=float(a.beta_decay_steps),
+        learning_starts=d.learning_starts,
+        env_steps_per_update=d.update_every / d.updates_per_round,
+    )
+
+
+def build_transfer_agent(cfg: tconfig.TransferConfig) -> tuple[DQNAgent, Config, dict]:
+    """The DQN agent of a transfer run, its training config and what its checkpoints record."""
+    tr = cfg.transfer
+    run = cfg.run
+    if tr.method == "finetune" and tr.finetune.learning_rate > 0:
+        run = dataclasses.replace(run, dqn=dataclasses.replace(run.dqn, learning_rate=tr.finetune.learning_rate))
+    agent = build_agent(run)
+    sources = [load_source(path, "source checkpoint") for path in tr.sources] if tr.method != "scratch" else []
+    for src in sources:
+        src.check_task(tr.source_task, "transfer.source_task")
+    if tr.method == "finetune":
+        learner = _finetune_learner(cfg, agent, sources[0])
+    elif tr.method == "progressive":
+        learner = _progressive_learner(cfg, agent, sources)
+    elif tr.method == "distill":
+        learner = _assisted_learner(cfg, agent, sources[0])
+    else:
+        learner = agent.learner
+    agent = dataclasses.replace(agent, learner=learner)
+    settings = config_lib.to_dict(tr)
+    settings["sources"] = [src.path for src in sources]
+    meta = {"kind": "transfer" if tr.method != "scratch" else "train", "transfer": settings}
+    return agent, run, meta
+
+
+def transfer(cfg: tconfig.TransferConfig, run_dir: str | Path | None = None, resume: bool = False) -> Path:
+    """Trains the target task(s) with the configured transfer method; returns the run directory."""
+    run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(cfg.run.train.output_dir, cfg.name)
+    _refuse_existing(run_dir, resume)
+    agent, run, meta = build_transfer_agent(cfg)  # loads and checks the sources before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "transfer.yaml").write_text(tconfig.dump(cfg))
+    if not resume:
+        _evaluate_start(run, agent, run_dir)
+    return train_loop(run, run_dir=run_dir, resume=resume, agent=agent, extra_meta=meta)
+
+
+def _evaluate_start(run: Config, agent: DQNAgent, run_dir: Path) -> None:
+    """Writes an ``env_steps = 0`` row with the evaluation of the starting parameters
+    (what jumpstart compares), before the training loop appends its rows."""
+    params = agent.init(task_keys(run)).params
+    returns = Evaluator(run, agent)(params, 0)
+    per_task = {
+        label: {"eval_return": float(returns[i].mean()), "eval_return_std": float(returns[i].std())}
+        for i, label in enumerate(agent.tasks.labels)
+    }
+    writer = MetricsWriter(run_dir, tensorboard=False)
+    try:
+        writer.write({"env_steps": 0, "updates": 0, "wall_time": time.time()}, per_task)
+    finally:
+        writer.close()
