@@ -30,6 +30,56 @@ def preprocess(obs: jax.Array) -> jax.Array:
     return obs.astype(jnp.float32)
 
 
+CONV_IMPLS = ("auto", "xla", "patches")
+
+
+class PatchConv(nn.Module):
+    """A VALID convolution written as patch extraction + one matrix product.
+
+    Same parameters as ``nn.Conv`` (``kernel [kh, kw, C, F]``, ``bias [F]``)
+    and the same result. XLA's CPU backend runs convolutions inside loops
+    (the scanned training step) several times slower than outside them, while
+    matrix products keep their speed, so on CPU this form is the fast one
+    (benchmarks/bench_conv.py measures both).
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        sh, sw = self.strides
+        channels = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, channels, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        out_h = (x.shape[1] - kh) // sh + 1
+        out_w = (x.shape[2] - kw) // sw + 1
+        # One strided slice per kernel offset; concatenated in (i, j, c) order,
+        # which is the row order of the kernel reshaped to [kh * kw * C, F].
+        windows = [
+            x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw, :]
+            for i in range(kh)
+            for j in range(kw)
+        ]
+        patches = jnp.concatenate(windows, axis=-1)
+        return patches @ kernel.reshape(kh * kw * channels, self.features) + bias
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """``auto``: patches on the CPU backend, XLA's convolution elsewhere."""
+    if conv_impl == "auto":
+        return "patches" if jax.default_backend() == "cpu" else "xla"
+    return conv_impl
+
+
+def conv(features: int, kernel_size, strides, conv_impl: str, name: str) -> nn.Module:
+    if resolve_conv_impl(conv_impl) == "patches":
+        return PatchConv(features, tuple(kernel_size), tuple(strides), name=name)
+    return nn.Conv(features, tuple(kernel_size), strides=tuple(strides), padding="VALID", name=name)
+
+
 class MLPTorso(nn.Module):
     """Fully connected layers with ReLU on a flattened observation."""
 
@@ -51,11 +101,12 @@ class MinAtarTorso(nn.Module):
 
     channels: int = 16
     hidden: int = 128
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = preprocess(obs)
-        x = nn.relu(nn.Conv(self.channels, (3, 3), strides=(1, 1), padding="VALID")(x))
+        x = nn.relu(conv(self.channels, (3, 3), (1, 1), self.conv_impl, "Conv_0")(x))
         x = x.reshape(x.shape[0], -1)
         return nn.relu(nn.Dense(self.hidden)(x))
 
@@ -67,13 +118,14 @@ class NatureTorso(nn.Module):
     """
 
     hidden: int = 512
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = jnp.transpose(preprocess(obs), (0, 2, 3, 1))
-        x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x))
-        x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
-        x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
+        x = nn.relu(conv(32, (8, 8), (4, 4), self.conv_impl, "Conv_0")(x))
+        x = nn.relu(conv(64, (4, 4), (2, 2), self.conv_impl, "Conv_1")(x))
+        x = nn.relu(conv(64, (3, 3), (1, 1), self.conv_impl, "Conv_2")(x))
         x = x.reshape(x.shape[0], -1)
         return nn.relu(nn.Dense(self.hidden)(x))
 
@@ -107,6 +159,7 @@ class NetworkSpec:
     torso: str = "mlp"
     hidden_sizes: tuple[int, ...] = (120, 84)
     dueling: bool = False
+    conv_impl: str = "auto"  # how convolutions are computed; parameters are the same either way
 
     def to_dict(self) -> dict:
         return {"torso": self.torso, "hidden_sizes": list(self.hidden_sizes), "dueling": self.dueling}
@@ -124,9 +177,9 @@ def make_torso(spec: NetworkSpec) -> nn.Module:
     if spec.torso == "mlp":
         return MLPTorso(tuple(spec.hidden_sizes))
     if spec.torso == "minatar_cnn":
-        return MinAtarTorso()
+        return MinAtarTorso(conv_impl=spec.conv_impl)
     if spec.torso == "nature_cnn":
-        return NatureTorso()
+        return NatureTorso(conv_impl=spec.conv_impl)
     raise ValueError(f"unknown torso {spec.torso!r}; allowed: {', '.join(TORSOS)}")
 
 

@@ -221,3 +221,27 @@ def test_network_spec_round_trips_through_dict():
     assert data == {"torso": "minatar_cnn", "hidden_sizes": [7, 9], "dueling": True}
     assert NetworkSpec.from_dict(data) == spec
     assert NetworkSpec.from_dict({"torso": "mlp"}) == NetworkSpec()
+
+
+@pytest.mark.parametrize(
+    "torso, shape, dtype",
+    [("minatar_cnn", (5, 10, 10, 7), jnp.float32), ("nature_cnn", (3, 4, 84, 84), jnp.uint8)],
+)
+def test_patch_convolution_equals_xla_convolution(torso, shape, dtype):
+    key = jax.random.PRNGKey(4)
+    if dtype == jnp.uint8:
+        obs = jax.random.randint(key, shape, 0, 256).astype(jnp.uint8)
+    else:
+        obs = jax.random.bernoulli(key, 0.3, shape).astype(dtype)
+    xla = QNetwork(NetworkSpec(torso=torso, conv_impl="xla"), 5)
+    patches = QNetwork(NetworkSpec(torso=torso, conv_impl="patches"), 5)
+    params = xla.init(jax.random.PRNGKey(0), obs)
+    # Same parameter tree and the same initial values, so checkpoints move freely between the two.
+    same_init = patches.init(jax.random.PRNGKey(0), obs)
+    assert jax.tree_util.tree_structure(same_init) == jax.tree_util.tree_structure(params)
+    for a, b in zip(jax.tree_util.tree_leaves(same_init), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(patches.apply(params, obs), xla.apply(params, obs), rtol=1e-5, atol=1e-5)
+    grad = lambda net: jax.grad(lambda p: (net.apply(p, obs) ** 2).sum())(params)
+    for a, b in zip(jax.tree_util.tree_leaves(grad(patches)), jax.tree_util.tree_leaves(grad(xla))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
