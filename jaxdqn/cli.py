@@ -48,7 +48,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from jaxdqn.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, episodes=args.episodes, epsilon=args.epsilon, seed=args.seed)
-    print(f"checkpoint at env step {result.env_steps}, epsilon {args.epsilon}")
+    print(f"checkpoint at env step {result.env_steps}, epsilon {'run default' if args.epsilon is None else args.epsilon}")
     print(result.summary())
     return 0
 
@@ -155,7 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="run directory, checkpoints folder or checkpoint step folder")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task (default 10)")
-    p.add_argument("--epsilon", type=float, default=0.0, help="exploration while playing: 0 is greedy (default), 0.05 the Atari protocol")
+    p.add_argument(
+        "--epsilon",
+        type=float,
+        default=None,
+        help="exploration while playing (default: the run's own evaluation epsilon: train.eval_epsilon, "
+        "0 = greedy, for gymnax tasks; atari.eval_epsilon, 0.05, for Atari)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of the evaluation episodes (default: the run's seed)")
     p.set_defaults(func=cmd_evaluate)
 
