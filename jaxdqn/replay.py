@@ -42,6 +42,11 @@ def init(example: Transition, capacity: int) -> ReplayState:
     return ReplayState(storage, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
+def stack_tasks(buffer, num_tasks: int):
+    """``num_tasks`` copies of an empty buffer on a leading task axis (any buffer pytree)."""
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_tasks,) + x.shape), buffer)
+
+
 def capacity(state: ReplayState) -> int:
     return jax.tree_util.tree_leaves(state.storage)[0].shape[0]
 

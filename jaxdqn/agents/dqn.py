@@ -124,7 +124,7 @@ class DQNAgent:
             truncated=jnp.zeros((), bool),
         )
         one_buffer = self.buffer.init(example, self.schedule.replay_capacity)
-        buffers = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (self.num_tasks,) + x.shape), one_buffer)
+        buffers = replay.stack_tasks(one_buffer, self.num_tasks)
         zeros = jnp.zeros((self.num_tasks, self.tasks.num_envs), jnp.float32)
         return TrainState(
             params=params,

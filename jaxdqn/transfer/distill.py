@@ -172,7 +172,7 @@ class Distiller:
         params = self.student.init_params(init_keys, obs[0])
         example = Sample(obs[0, 0], jnp.zeros((self.tasks.num_actions,), jnp.float32))
         one = replay.init(example, self.schedule.replay_capacity)
-        buffers = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (self.num_tasks,) + x.shape), one)
+        buffers = replay.stack_tasks(one, self.num_tasks)
         zeros = jnp.zeros((self.num_tasks, self.tasks.num_envs), jnp.float32)
         return DistillState(
             params=params,
