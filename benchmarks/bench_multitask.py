@@ -92,7 +92,7 @@ def measure_compiled(net: str, num_tasks: int, batching: str, num_envs: int, chu
 
 
 def measure_loop(net: str, num_tasks: int, num_envs: int, chunk: int, seconds: float) -> dict:
-    cfg = make_config(net, 1, "vmap", num_envs)
+    cfg = make_config(net, 1, "auto", num_envs)  # the plain single-task network
     agent = build_agent(cfg)  # one single-task step, compiled once, called T times
     states = [agent.init(task_keys(cfg)) for _ in range(num_tasks)]
     started = time.perf_counter()

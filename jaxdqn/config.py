@@ -75,7 +75,7 @@ class MultitaskConfig:
     task_batching: str = _field(
         "auto",
         choices=("auto", "vmap", "unroll"),
-        help="how networks run over the task axis; auto: unroll convolutions on CPU, vmap otherwise",
+        help="how networks run over the task axis; auto: the plain network for one task, vmap for several",
     )
 
 

@@ -32,13 +32,17 @@ def task_keys(cfg: Config) -> jax.Array:
 
 
 def task_batching(cfg: Config) -> str:
-    """``auto`` picks what benchmarks/bench_multitask.py measured fastest per backend:
-    vmapped convolutions over stacked kernels are slow on CPU, so they are unrolled there."""
+    """``auto`` picks what benchmarks/bench_multitask.py measured fastest.
+
+    With one task, the plain network (``unroll``): a vmap over a task axis of
+    size 1 turns every matrix product into a batched one, which XLA's CPU
+    backend runs slower. With several tasks, ``vmap`` on every backend (with
+    convolutions computed as patches + matmul on CPU, see networks.PatchConv).
+    """
     choice = cfg.multitask.task_batching
     if choice != "auto":
         return choice
-    conv = cfg.network.torso != "mlp"
-    return "unroll" if conv and jax.default_backend() == "cpu" else "vmap"
+    return "unroll" if cfg.num_tasks == 1 else "vmap"
 
 
 def total_updates(cfg: Config) -> int:
