@@ -13,7 +13,7 @@ Usage::
     python benchmarks/bench_single_task.py                 # full table
     python benchmarks/bench_single_task.py --quick         # a few seconds per row
 
-Writes ``benchmarks/results/single_task.json`` and ``single_task.md``.
+Writes ``benchmarks/results/single_task_<backend>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def main() -> None:
         "jax": jax.__version__,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if jax.default_backend() == "cpu" else f"_{jax.default_backend()}"
+    suffix = f"_{jax.default_backend()}"
     (args.out / f"single_task{suffix}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     lines = [
         f"Single-task DQN throughput ({machine['backend']}, {machine['cpu_count']} CPU cores, jax {machine['jax']}).",
