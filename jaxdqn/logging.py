@@ -11,6 +11,8 @@ import csv
 import math
 from pathlib import Path
 
+from jaxdqn.errors import JaxdqnError
+
 COLUMNS = (
     "env_steps",
     "updates",
@@ -104,4 +106,15 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
                 else:
                     parsed[key] = float(value) if value not in ("", None) else math.nan
             rows.append(parsed)
+    return rows
+
+
+def read_run_metrics(run_dir: str | Path, metric: str) -> list[dict]:
+    """``read_metrics`` for a directory a person named: clear errors if it is not a run or lacks ``metric``."""
+    path = Path(run_dir)
+    if not (path / "metrics.csv").is_file():
+        raise JaxdqnError(f"{str(path)!r} has no metrics.csv; is it a run directory?")
+    rows = read_metrics(path)
+    if rows and metric not in rows[0]:
+        raise JaxdqnError(f"metric {metric!r} is not a column of {path / 'metrics.csv'}; columns: {', '.join(rows[0])}")
     return rows

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from jaxdqn.errors import JaxdqnError
-from jaxdqn.logging import MEAN_TASK, read_metrics
+from jaxdqn.logging import MEAN_TASK, read_run_metrics
 
 
 def _series(rows: list[dict], task: str, metric: str) -> tuple[list[float], list[float]]:
@@ -23,13 +22,7 @@ def plot_runs(run_dirs, output: Path | None = None, metric: str = "episode_retur
 
     runs = []
     for run_dir in run_dirs:
-        path = Path(run_dir)
-        if not (path / "metrics.csv").is_file():
-            raise JaxdqnError(f"{str(path)!r} has no metrics.csv; is it a run directory?")
-        rows = read_metrics(path)
-        if rows and metric not in rows[0]:
-            raise JaxdqnError(f"metric {metric!r} is not a column of {path / 'metrics.csv'}; columns: {', '.join(rows[0])}")
-        runs.append((path.name, rows))
+        runs.append((Path(run_dir).name, read_run_metrics(run_dir, metric)))
 
     labels: list[str] = []
     for _, rows in runs:

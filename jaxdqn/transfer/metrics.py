@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from jaxdqn.errors import JaxdqnError
-from jaxdqn.logging import MEAN_TASK, read_metrics
+from jaxdqn.logging import MEAN_TASK, read_run_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,11 +130,7 @@ class Run:
 
 def read_run(run_dir: str | Path, metric: str = "eval_return", task: str = MEAN_TASK) -> Run:
     path = Path(run_dir)
-    if not (path / "metrics.csv").is_file():
-        raise JaxdqnError(f"{str(path)!r} has no metrics.csv; is it a run directory?")
-    rows = read_metrics(path)
-    if rows and metric not in rows[0]:
-        raise JaxdqnError(f"metric {metric!r} is not a column of {path / 'metrics.csv'}")
+    rows = read_run_metrics(path, metric)
     tasks = sorted({r["task"] for r in rows})
     if task not in tasks:
         raise JaxdqnError(f"{path / 'metrics.csv'} has no task {task!r}; tasks: {', '.join(tasks)}")
