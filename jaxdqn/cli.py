@@ -21,6 +21,14 @@ def _config_help() -> str:
     )
 
 
+def _report_run(title: str, run_dir: Path, metrics: str, next_steps: str, checkpoints_note: str = "") -> None:
+    """Where a finished run put its results, and what to run next."""
+    print(f"{title}: {run_dir}")
+    print(f"  metrics:     {metrics}")
+    print(f"  checkpoints: {run_dir / 'checkpoints'}{checkpoints_note}")
+    print(f"  next:        {next_steps}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from jaxdqn import config
     from jaxdqn.train import train
@@ -37,10 +45,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         return cmd_transfer(args)
     cfg = config.load(args.config, args.overrides)
     run_dir = train(cfg, run_dir=args.run_dir, resume=args.resume)
-    print(f"run finished: {run_dir}")
-    print(f"  metrics:     {run_dir / 'metrics.csv'}  (tensorboard --logdir {run_dir / 'tensorboard'})")
-    print(f"  checkpoints: {run_dir / 'checkpoints'}")
-    print(f"  next:        jaxdqn evaluate {run_dir}    jaxdqn plot {run_dir}")
+    _report_run(
+        "run finished",
+        run_dir,
+        metrics=f"{run_dir / 'metrics.csv'}  (tensorboard --logdir {run_dir / 'tensorboard'})",
+        next_steps=f"jaxdqn evaluate {run_dir}    jaxdqn plot {run_dir}",
+    )
     return 0
 
 
@@ -68,10 +78,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
     cfg = tconfig.load_distill(args.config, args.overrides)
     run_dir, result = distill(cfg, run_dir=args.run_dir)
     print(format_distill_summary(result))
-    print(f"run finished: {run_dir}")
-    print(f"  metrics:     {run_dir / 'metrics.csv'}, {run_dir / 'distill.csv'}, {run_dir / 'summary.json'}")
-    print(f"  checkpoints: {run_dir / 'checkpoints'}  (the student)")
-    print(f"  next:        jaxdqn evaluate {run_dir}    jaxdqn inspect {run_dir}")
+    _report_run(
+        "run finished",
+        run_dir,
+        metrics=f"{run_dir / 'metrics.csv'}, {run_dir / 'distill.csv'}, {run_dir / 'summary.json'}",
+        checkpoints_note="  (the student)",
+        next_steps=f"jaxdqn evaluate {run_dir}    jaxdqn inspect {run_dir}",
+    )
     return 0
 
 
@@ -83,10 +96,12 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         raise JaxdqnError("--resume needs --run-dir RUN_DIR (the run to continue)")
     cfg = tconfig.load_transfer(args.config, args.overrides)
     run_dir = transfer(cfg, run_dir=args.run_dir, resume=args.resume)
-    print(f"run finished ({cfg.transfer.method}): {run_dir}")
-    print(f"  metrics:     {run_dir / 'metrics.csv'}")
-    print(f"  checkpoints: {run_dir / 'checkpoints'}")
-    print(f"  next:        jaxdqn compare SCRATCH_RUN_DIR {run_dir}")
+    _report_run(
+        f"run finished ({cfg.transfer.method})",
+        run_dir,
+        metrics=str(run_dir / "metrics.csv"),
+        next_steps=f"jaxdqn compare SCRATCH_RUN_DIR {run_dir}",
+    )
     return 0
 
 
