@@ -29,7 +29,7 @@ def _field(default, *, low=None, high=None, low_open=False, choices=None, help="
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-    env_id: str = _field("CartPole-v1", help="environment id (gymnax)")
+    env_id: str = _field("CartPole-v1", help="environment id (gymnax, pgx MinAtar such as minatar-breakout, or envpool Atari)")
     env_params: dict = _field({}, help="overrides of the environment's parameters, e.g. {length: 0.8}")
     name: str = _field("", help="label in metrics and plots (default: env_id)")
     weight: float = _field(1.0, low=0.0, help="w_i in the hard-sharing loss sum_i w_i L_i")
@@ -241,9 +241,13 @@ def _check_consistency(cfg: Config) -> None:
         )
     from jaxdqn.envs import gymnax_env
 
+    from jaxdqn.envs import pgx_env
+
     for i, task in enumerate(cfg.tasks):
         if task.env_id in gymnax_env.registered_ids():
             gymnax_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
+        elif pgx_env.is_pgx_id(task.env_id):
+            pgx_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
     t = cfg.train
     for key in ("log_every", "total_env_steps"):
         value = getattr(t, key)
