@@ -196,7 +196,12 @@ class Learner:
 
     # -- learning -----------------------------------------------------------
 
-    def _task_targets(self, q_t_target, q_t_online, batch: Transition, mask, reward_scale):
+    def _task_td(self, q_tm1, q_t_target, q_t_online, batch: Transition, mask, reward_scale=None):
+        """TD errors ``[B]`` of one task's batch: ``y - Q(s, a)``."""
+        q_taken = jnp.take_along_axis(q_tm1, batch.action[:, None], axis=-1)[:, 0]
+        return self._task_targets(q_t_target, q_t_online, batch, mask, reward_scale) - q_taken
+
+    def _task_targets(self, q_t_target, q_t_online, batch: Transition, mask, reward_scale=None):
         """TD targets ``[B]`` of one task's batch."""
         discount_t = self.gamma * (1.0 - batch.terminated.astype(jnp.float32))
         reward = batch.reward if reward_scale is None else batch.reward * reward_scale

@@ -1,0 +1,56 @@
+"""Table of the PopArt reward-scale experiment (experiments/popart_scale/run.sh)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from jaxdqn.logging import read_metrics
+
+HERE = Path(__file__).parent
+TASKS = ("raw", "x100")
+
+
+def eval_curve(rows, task) -> dict[int, float]:
+    return {int(r["env_steps"]): r["eval_return"] for r in rows if r["task"] == task and not math.isnan(r["eval_return"])}
+
+
+def main() -> None:
+    curves = defaultdict(dict)  # (popart, task) -> seed -> {env_steps: eval_return}
+    for run_dir in sorted((HERE / "runs").glob("popart-*_s*")):
+        if not (run_dir / "metrics.csv").is_file():
+            continue
+        popart, seed = run_dir.name[len("popart-"):].rsplit("_s", 1)
+        rows = read_metrics(run_dir)
+        for task in TASKS:
+            curves[popart, task][int(seed)] = eval_curve(rows, task)
+    steps = sorted({s for per_seed in curves.values() for c in per_seed.values() for s in c})
+    seeds = sorted({s for per_seed in curves.values() for s in per_seed})
+    lines = [
+        "Greedy evaluation return (20 episodes, the env's own reward, max 500) of each task, mean over seeds "
+        f"{', '.join(map(str, seeds))}; per-seed values of the last evaluation in brackets.",
+        "",
+        "| dqn.popart | task | " + " | ".join(f"{s // 1000}k" for s in steps) + " | last, per seed |",
+        "| --- | --- |" + " ---: |" * (len(steps) + 1),
+    ]
+    for popart in ("false", "true"):
+        for task in TASKS:
+            per_seed = curves.get((popart, task), {})
+            cells = []
+            for s in steps:
+                values = [c[s] for c in per_seed.values() if s in c]
+                cells.append(f"{sum(values) / len(values):.1f}" if values else "-")
+            last = [f"{per_seed[k][steps[-1]]:.0f}" for k in sorted(per_seed) if steps and steps[-1] in per_seed[k]]
+            lines.append(f"| {popart} | {task} | " + " | ".join(cells) + f" | {' / '.join(last)} |")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    lines += ["", f"Summarised at commit {commit or 'unknown'}."]
+    text = "\n".join(lines) + "\n"
+    (HERE / "results.md").write_text(text)
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
