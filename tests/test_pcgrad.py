@@ -52,8 +52,8 @@ def test_pcgrad_matches_the_sequential_procedure(num_tasks, seed):
     grads = random_grads(seed, num_tasks)
     keys = jax.random.split(jax.random.PRNGKey(seed), num_tasks)
     expected = reference_pcgrad(flat(grads), orders_of(keys, num_tasks))
-    np.testing.assert_allclose(flat(losses.pcgrad_project(grads, keys)), expected, rtol=1e-4, atol=1e-5)
-    summed = losses.pcgrad(grads, keys)
+    np.testing.assert_allclose(flat(jax.jit(losses.pcgrad_project)(grads, keys)), expected, rtol=1e-4, atol=1e-5)
+    summed = jax.jit(losses.pcgrad)(grads, keys)
     np.testing.assert_allclose(flat(jax.tree_util.tree_map(lambda x: x[None], summed))[0], expected.sum(0), rtol=1e-4, atol=1e-5)
 
 
@@ -95,11 +95,12 @@ def test_each_projected_gradient_does_not_conflict_with_the_last_task_in_its_ord
 def test_order_comes_from_the_keys():
     # Three tasks where the order matters: task 0 conflicts with both others.
     grads = {"w": jnp.asarray([[1.0, 0.0], [-1.0, 1.0], [-1.0, -2.0]])}
+    pcgrad = jax.jit(losses.pcgrad)
     results = set()
     for seed in range(8):
         keys = jax.random.split(jax.random.PRNGKey(seed), 3)
-        a = np.asarray(losses.pcgrad(grads, keys)["w"])
-        b = np.asarray(losses.pcgrad(grads, keys)["w"])
+        a = np.asarray(pcgrad(grads, keys)["w"])
+        b = np.asarray(pcgrad(grads, keys)["w"])
         np.testing.assert_array_equal(a, b)
         results.add(tuple(np.round(a, 5)))
     assert len(results) > 1
@@ -144,8 +145,8 @@ def test_hard_sharing_with_one_task_and_pcgrad_is_plain_hard_sharing():
     surgery, _, _ = init_learner(hard_cfg(1, "pcgrad"))
     batch = random_batch(0, 1)
     target = jax.tree_util.tree_map(lambda x: x * 0.9, params)
-    a = plain.update(params, target, plain.init_opt_state(params), batch)
-    b = surgery.update(params, target, surgery.init_opt_state(params), batch, keys=keys)
+    a = jax.jit(plain.update)(params, target, plain.init_opt_state(params), batch)
+    b = jax.jit(surgery.update)(params, target, surgery.init_opt_state(params), batch, keys=keys)
     for x, y in zip(jax.tree_util.tree_leaves(a[0]), jax.tree_util.tree_leaves(b[0])):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
 
@@ -155,18 +156,18 @@ def test_hard_sharing_pcgrad_projects_the_per_task_torso_gradients():
     learner, params, keys = init_learner(hard_cfg(num_tasks, "pcgrad"))
     batch = random_batch(1, num_tasks)
     target = jax.tree_util.tree_map(lambda x: x * 0.9, params)
-    targets = learner.td_targets(params, target, batch)
-    grads, _ = learner._pcgrad_gradients(params, targets, batch, None, keys)
+    targets = jax.jit(learner.td_targets)(params, target, batch)
+    grads, _ = jax.jit(learner._pcgrad_gradients)(params, targets, batch, None, keys)
 
     def task_loss(p, i):
         return learner.task_losses(p, targets, batch)[0][i]
 
-    per_task = [jax.grad(task_loss)(params, i) for i in range(num_tasks)]
+    per_task = [jax.jit(jax.grad(task_loss), static_argnums=1)(params, i) for i in range(num_tasks)]
     stacked_torso = jax.tree_util.tree_map(lambda *g: jnp.stack(g), *[g["torso"] for g in per_task])
     expected_torso = losses.pcgrad({"torso": stacked_torso}, keys)["torso"]
     for x, y in zip(jax.tree_util.tree_leaves(grads["torso"]), jax.tree_util.tree_leaves(expected_torso)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
-    plain_head = jax.grad(lambda p: learner.loss_on_targets(p, targets, batch)[0])(params)["head"]
+    plain_head = jax.jit(jax.grad(lambda p: learner.loss_on_targets(p, targets, batch)[0]))(params)["head"]
     for x, y in zip(jax.tree_util.tree_leaves(grads["head"]), jax.tree_util.tree_leaves(plain_head)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
 

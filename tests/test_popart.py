@@ -57,9 +57,10 @@ def test_rescaling_preserves_unnormalised_outputs(mode, dueling):
     learner, params = learner_and_params(cfg_for(mode, dueling))
     old, new = random_stats(0), random_stats(1)
     obs = random_batch(0).obs
-    before = popart.unnormalize(old, learner.q_values(params, obs))
-    after = popart.unnormalize(new, learner.q_values(learner.rescale_heads(params, old, new), obs))
-    assert not np.allclose(learner.q_values(params, obs), learner.q_values(learner.rescale_heads(params, old, new), obs))
+    q_values, rescaled = jax.jit(learner.q_values), jax.jit(learner.rescale_heads)(params, old, new)
+    before = popart.unnormalize(old, q_values(params, obs))
+    after = popart.unnormalize(new, q_values(rescaled, obs))
+    assert not np.allclose(q_values(params, obs), q_values(rescaled, obs))
     np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-5, atol=1e-5)
 
 
@@ -85,7 +86,7 @@ def test_targets_statistics_and_loss_in_normalised_space(double, loss):
     opt_state = learner.init_opt_state(params)._replace(stats=old)
     target_params = jax.tree_util.tree_map(lambda x: 0.8 * x, learner.target_source(params, opt_state))
     batch = random_batch(2)
-    _, new_opt_state, info = learner.update(params, target_params, opt_state, batch)
+    _, new_opt_state, info = jax.jit(learner.update)(params, target_params, opt_state, batch)
 
     # By hand, in float64.
     q_next_target = np.asarray(learner.q_values(target_params, batch.next_obs), np.float64)  # unnormalised
@@ -104,8 +105,8 @@ def test_targets_statistics_and_loss_in_normalised_space(double, loss):
     np.testing.assert_allclose(np.asarray(stats.shift), mu_new, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(stats.scale), sigma_new, rtol=1e-4)
 
-    rescaled = learner.rescale_heads(params, old, stats)
-    q_norm = np.asarray(learner.q_values(rescaled, batch.obs), np.float64)
+    rescaled = jax.jit(learner.rescale_heads)(params, old, stats)
+    q_norm = np.asarray(jax.jit(learner.q_values)(rescaled, batch.obs), np.float64)
     q_taken = np.take_along_axis(q_norm, np.asarray(batch.action)[..., None], -1)[..., 0]
     td = (y - mu_new) / sigma_new - q_taken
     expected = (0.5 * td**2 if loss == "squared" else huber(td)).mean(axis=1)

@@ -11,7 +11,8 @@ from pathlib import Path
 from jaxdqn.logging import read_metrics
 
 HERE = Path(__file__).parent
-TASKS = ("raw", "x100")
+TASKS = ("raw", "x100")  # task names; in the "unscaled" control "x100" has reward_scale 1
+SETTINGS = ("popart-false", "popart-true", "unscaled")
 
 
 def eval_curve(rows, task) -> dict[int, float]:
@@ -19,32 +20,32 @@ def eval_curve(rows, task) -> dict[int, float]:
 
 
 def main() -> None:
-    curves = defaultdict(dict)  # (popart, task) -> seed -> {env_steps: eval_return}
-    for run_dir in sorted((HERE / "runs").glob("popart-*_s*")):
+    curves = defaultdict(dict)  # (setting, task) -> seed -> {env_steps: eval_return}
+    for run_dir in sorted((HERE / "runs").glob("*_s*")):
         if not (run_dir / "metrics.csv").is_file():
             continue
-        popart, seed = run_dir.name[len("popart-"):].rsplit("_s", 1)
+        setting, seed = run_dir.name.rsplit("_s", 1)
         rows = read_metrics(run_dir)
         for task in TASKS:
-            curves[popart, task][int(seed)] = eval_curve(rows, task)
+            curves[setting, task][int(seed)] = eval_curve(rows, task)
     steps = sorted({s for per_seed in curves.values() for c in per_seed.values() for s in c})
     seeds = sorted({s for per_seed in curves.values() for s in per_seed})
     lines = [
         "Greedy evaluation return (20 episodes, the env's own reward, max 500) of each task, mean over seeds "
         f"{', '.join(map(str, seeds))}; per-seed values of the last evaluation in brackets.",
         "",
-        "| dqn.popart | task | " + " | ".join(f"{s // 1000}k" for s in steps) + " | last, per seed |",
+        "| setting | task | " + " | ".join(f"{s // 1000}k" for s in steps) + " | last, per seed |",
         "| --- | --- |" + " ---: |" * (len(steps) + 1),
     ]
-    for popart in ("false", "true"):
+    for setting in SETTINGS:
         for task in TASKS:
-            per_seed = curves.get((popart, task), {})
+            per_seed = curves.get((setting, task), {})
             cells = []
             for s in steps:
                 values = [c[s] for c in per_seed.values() if s in c]
                 cells.append(f"{sum(values) / len(values):.1f}" if values else "-")
             last = [f"{per_seed[k][steps[-1]]:.0f}" for k in sorted(per_seed) if steps and steps[-1] in per_seed[k]]
-            lines.append(f"| {popart} | {task} | " + " | ".join(cells) + f" | {' / '.join(last)} |")
+            lines.append(f"| {setting} | {task} | " + " | ".join(cells) + f" | {' / '.join(last)} |")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     lines += ["", f"Summarised at commit {commit or 'unknown'}."]
     text = "\n".join(lines) + "\n"

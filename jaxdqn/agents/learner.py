@@ -233,22 +233,26 @@ class Learner:
             return jnp.asarray(self.task_weights, jnp.float32)
         return None
 
-    def task_losses(self, params: Params, targets: jax.Array, batch: Transition, stats=None):
-        """Per-task TD losses ``[T]`` and the mean unnormalised ``Q(s, a)`` ``[T]``.
+    def _losses_from_q(self, q_taken: jax.Array, targets: jax.Array, stats=None):
+        """Per-task TD losses ``[T]`` and mean unnormalised ``Q(s, a)`` ``[T]`` from ``Q(s, a)`` ``[T, B]``.
 
         Without PopArt ``L_i = mean_b loss(y_ib - Q_i(s_b, a_b))``; with PopArt
         statistics ``stats`` the TD error is taken in normalised space:
         ``L_i = mean_b loss((y_ib - mu_i) / sigma_i - q~_i(s_b, a_b))``.
         """
-        q_tm1 = self.q_values(params, batch.obs)
-        q_taken = jnp.take_along_axis(q_tm1, batch.action[..., None], axis=-1)[..., 0]
         if stats is None:
-            td = targets - q_taken
+            td, q_unnormalised = targets - q_taken, q_taken
         else:
             td = popart_lib.normalize(stats, targets) - q_taken
-            q_taken = popart_lib.unnormalize(stats, q_taken)
+            q_unnormalised = popart_lib.unnormalize(stats, q_taken)
         task_loss = jax.vmap(lambda e: losses.td_loss(e, self.loss_kind, self.huber_delta))(td)
-        return task_loss, jax.lax.stop_gradient(q_taken).mean(axis=1)
+        return task_loss, jax.lax.stop_gradient(q_unnormalised).mean(axis=1)
+
+    def task_losses(self, params: Params, targets: jax.Array, batch: Transition, stats=None):
+        """Per-task TD losses ``[T]`` and the mean unnormalised ``Q(s, a)`` ``[T]`` (see ``_losses_from_q``)."""
+        q_tm1 = self.q_values(params, batch.obs)
+        q_taken = jnp.take_along_axis(q_tm1, batch.action[..., None], axis=-1)[..., 0]
+        return self._losses_from_q(q_taken, targets, stats)
 
     def loss_on_targets(self, params: Params, targets: jax.Array, batch: Transition, stats=None):
         """``sum_i w_i L_i`` (``w_i = 1`` unless hard sharing sets weights), plus the
@@ -270,25 +274,30 @@ class Learner:
     def _pcgrad_gradients(self, params: Params, targets: jax.Array, batch: Transition, stats, keys: jax.Array):
         """Gradients with PCGrad on the shared parameters; heads per task keep their own.
 
-        Per-task gradients of ``w_i L_i`` come from one forward pass and T
-        backward passes (``jax.vjp`` mapped over the rows of the identity).
+        Task ``i``'s gradient of ``w_i L_i`` comes from its own batch only
+        (``jax.grad`` mapped over the task axis, shared parameters broadcast), so
+        the T per-task backward passes cost about as much as the one plain backward pass.
         """
         weights = self._weights()
         weights = jnp.ones((self.num_tasks,), jnp.float32) if weights is None else weights
 
-        def weighted(p):
-            task_loss, q_mean = self.task_losses(p, targets, batch, stats)
-            return weights * task_loss, (task_loss, q_mean)
+        def one_task(task_params, obs, action, task_targets, task_stats):
+            q = self.network.apply(task_params, obs)
+            q_taken = jnp.take_along_axis(q, action[:, None], axis=-1)[:, 0]
+            as_batch = None if task_stats is None else jax.tree_util.tree_map(lambda x: x[None], task_stats)
+            task_loss, q_mean = self._losses_from_q(q_taken[None], task_targets[None], as_batch)
+            return task_loss[0], q_mean[0]
 
-        _, pullback, (task_loss, q_mean) = jax.vjp(weighted, params, has_aux=True)
-        (task_grads,) = jax.vmap(pullback)(jnp.eye(self.num_tasks, dtype=jnp.float32))
+        per_task = jax.vmap(
+            jax.value_and_grad(one_task, has_aux=True),
+            in_axes=(self.param_axes(), 0, 0, 0, None if stats is None else 0),
+        )
+        (task_loss, q_mean), task_grads = per_task(params, batch.obs, batch.action, targets, stats)
+        task_grads = jax.tree_util.tree_map(lambda g: g * weights.reshape((-1,) + (1,) * (g.ndim - 1)), task_grads)
         axes = self.param_axes()
         shared = {part: task_grads[part] for part in ("torso", "head") if axes[part] is None}
         projected = losses.pcgrad(shared, keys)
-        grads = {
-            part: projected[part] if axes[part] is None else jax.tree_util.tree_map(lambda g: g.sum(axis=0), task_grads[part])
-            for part in ("torso", "head")
-        }
+        grads = {part: projected[part] if axes[part] is None else task_grads[part] for part in ("torso", "head")}
         return grads, LossInfo(task_loss, q_mean, jnp.zeros((), jnp.float32))
 
     def update(self, params: Params, target_params: Params, opt_state, batch: Transition, keys: jax.Array | None = None):
