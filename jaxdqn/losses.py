@@ -646,6 +646,11 @@ def pcgrad_coefficients(gram: Array, orders: Array) -> Array:
 
     ``if <g_i', g_j> < 0:  g_i' <- g_i' - <g_i', g_j> / ||g_j||^2 * g_j``
 
+    After its last projection ``g_i'`` does not conflict with that task's
+    gradient; with two tasks that is the other task, while with three or more a
+    later projection can bring back a conflict with a task projected off earlier
+    (the procedure is sequential, as published).
+
     Every ``g_i'`` stays a combination ``sum_k C[i, k] g_k`` of the original
     gradients, and ``<g_i', g_j> = (C G)[i, j]``, so the whole procedure runs
     on ``T x T`` matrices once ``G`` is known.
