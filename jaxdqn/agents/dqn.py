@@ -40,8 +40,8 @@ class ChunkStats(NamedTuple):
 
 class TrainState(NamedTuple):
     params: Any
-    target_params: Any
-    opt_state: Any
+    target_params: Any  # with PopArt: unnormalised (statistics folded in, Learner.target_source)
+    opt_state: Any  # with PopArt: learner.PopArtOptState, which also holds the per-task statistics
     env_state: Any
     obs: jax.Array  # [T, num_envs, *obs_shape]
     replay: replay.ReplayState  # leaves [T, capacity, ...]
@@ -151,13 +151,17 @@ class DQNAgent:
         batch = jax.vmap(self.buffer.sample, in_axes=(0, 0, None))(state.replay, update_keys, self.schedule.batch_size)
         if self.learner.mode == "hard" and sharding.batch_sharding(self.mesh) is not None:
             batch = jax.lax.with_sharding_constraint(batch, sharding.batch_sharding(self.mesh))
-        params, opt_state, info = self.learner.update(state.params, state.target_params, state.opt_state, batch)
+        surgery = {}
+        if self.learner.gradient_surgery != "none":  # PCGrad's orders: a stream of their own from each task's key
+            surgery["keys"] = jax.vmap(lambda k: jax.random.fold_in(k, 1))(update_keys)
+        params, opt_state, info = self.learner.update(state.params, state.target_params, state.opt_state, batch, **surgery)
         updates = state.updates + 1
         s = self.schedule
+        source = self.learner.target_source(params, opt_state)
         if s.target_update == "hard":
-            target = optax.periodic_update(params, state.target_params, updates, s.target_update_period)
+            target = optax.periodic_update(source, state.target_params, updates, s.target_update_period)
         else:
-            target = optax.incremental_update(params, state.target_params, s.polyak_tau)
+            target = optax.incremental_update(source, state.target_params, s.polyak_tau)
         stats = state.stats._replace(
             loss_sum=state.stats.loss_sum + info.task_loss,
             q_sum=state.stats.q_sum + info.q_mean,
