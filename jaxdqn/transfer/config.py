@@ -84,6 +84,11 @@ def _check_distill(cfg: DistillConfig) -> None:
     u, n = cfg.distill.update_every, cfg.train.num_envs
     if u % n and n % u:
         raise ConfigError(f"config key 'distill.update_every': got {u}; allowed: a multiple or a divisor of train.num_envs ({n})")
+    if cfg.distill.batch_size > cfg.distill.replay_capacity:
+        raise ConfigError(
+            f"config key 'distill.batch_size': got {cfg.distill.batch_size}; allowed: at most distill.replay_capacity "
+            f"({cfg.distill.replay_capacity}), the states a task's replay holds"
+        )
 
 
 def distill_from_dict(data: dict) -> DistillConfig:
@@ -92,17 +97,7 @@ def distill_from_dict(data: dict) -> DistillConfig:
     return cfg
 
 
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
-    return data or {}
+read_yaml = config_lib.read_yaml
 
 
 def _apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -1,0 +1,107 @@
+"""What a run does when something goes wrong: bad values, sizes, full disks,
+non-finite numbers, hard kills and Ctrl-C. Each failure is one line naming
+what to change, and nothing already written is lost or duplicated."""
+
+from __future__ import annotations
+
+import pytest
+
+from jaxdqn import cli, config
+from jaxdqn.errors import ConfigError
+
+BASE = {"tasks": [{"env_id": "CartPole-v1"}]}
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------
+# config values and files
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ("dqn: {gamma: .nan}", "dqn.gamma"),
+        ("dqn: {learning_rate: .inf}", "dqn.learning_rate"),
+        ("dqn: {huber_delta: -.inf}", "dqn.huber_delta"),
+        ("train: {eval_epsilon: .NaN}", "train.eval_epsilon"),
+        ("tasks: [{env_id: CartPole-v1, weight: .inf}]", "tasks[0].weight"),
+        ("tasks: [{env_id: CartPole-v1, env_params: {length: .nan}}]", "tasks[0].env_params.length"),
+    ],
+)
+def test_non_finite_values_in_a_file_name_the_key(tmp_path, text, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert f"'{key}'" in str(info.value) and "finite" in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["dqn.learning_rate=nan", "dqn.gamma=.nan", "dqn.adam_eps=inf", "dqn.max_grad_norm=-Infinity"])
+def test_non_finite_overrides_exit_2_naming_the_key(write_config, tmp_path, capsys, override):
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", str(write_config(BASE)), override, "--run-dir", str(run_dir)]) == 2
+    line = _error_line(capsys)
+    assert f"config key '{override.split('=')[0]}'" in line and "finite" in line
+    assert not run_dir.exists()
+
+
+def test_every_float_key_refuses_nan():
+    """Not only the keys above: each float field of every section is checked."""
+    import dataclasses
+    import typing
+
+    sections = {"dqn": config.DQNConfig, "train": config.TrainConfig, "multitask": config.MultitaskConfig, "atari": config.AtariConfig}
+    checked = 0
+    for section, cls in sections.items():
+        for f in dataclasses.fields(cls):
+            if typing.get_type_hints(cls)[f.name] is float:
+                with pytest.raises(ConfigError, match=f"'{section}.{f.name}'"):
+                    config.from_dict({section: {f.name: float("nan")}})
+                checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize(
+    "content,pieces",
+    [
+        (b"", ["is empty"]),
+        (b"# only a comment\n", ["is empty"]),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", ["not UTF-8"]),
+        (b"- a\n- list\n", ["list at the top level", "mapping"]),
+    ],
+)
+def test_empty_binary_and_non_mapping_files_are_one_line_errors(tmp_path, capsys, content, pieces):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    for command in ("train", "distill", "transfer"):
+        assert cli.main([command, str(path), "--run-dir", str(tmp_path / "run")]) == 2
+        line = _error_line(capsys)
+        assert line.startswith(f"jaxdqn {command}: error: config file ") and str(path) in line
+        for piece in pieces:
+            assert piece in line, (piece, line)
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_larger_than_replay_names_both_keys():
+    with pytest.raises(ConfigError) as info:
+        config.from_dict({"dqn": {"batch_size": 10_000_000, "replay_capacity": 10_000}})
+    message = str(info.value)
+    assert "'dqn.batch_size'" in message and "10000000" in message
+    assert "dqn.replay_capacity" in message and "10000" in message
+    config.from_dict({"dqn": {"batch_size": 64, "replay_capacity": 64, "learning_starts": 64}})  # equal is fine
+
+
+def test_distill_batch_larger_than_replay_names_both_keys():
+    from jaxdqn.transfer import config as tconfig
+
+    data = {"teachers": [{"checkpoint": "runs/teacher"}], "distill": {"batch_size": 512, "replay_capacity": 100}}
+    with pytest.raises(ConfigError, match=r"'distill.batch_size': got 512; allowed: at most distill.replay_capacity \(100\)"):
+        tconfig.distill_from_dict(data)
