@@ -140,7 +140,7 @@ def train(
 
     env_steps = int(state.env_steps)
     chunk_iterations = t.log_every // t.num_envs
-    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard)
+    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard, keep_through=env_steps)  # drops rows a killed run wrote after its checkpoint
     bar = _progress_bar(cfg, env_steps)
     last_eval = None
     saved_at = env_steps if resume else -1

@@ -105,3 +105,54 @@ def test_distill_batch_larger_than_replay_names_both_keys():
     data = {"teachers": [{"checkpoint": "runs/teacher"}], "distill": {"batch_size": 512, "replay_capacity": 100}}
     with pytest.raises(ConfigError, match=r"'distill.batch_size': got 512; allowed: at most distill.replay_capacity \(100\)"):
         tconfig.distill_from_dict(data)
+
+
+# --------------------------------------------------------------------------
+# metrics: each logged step exactly once after a resume
+# --------------------------------------------------------------------------
+
+
+def _tensorboard_scalars(logdir) -> dict[str, list[int]]:
+    """Steps per tag as TensorBoard shows them: event files in name order, and a
+    ``SessionLog.START`` at step s hides the events already read at steps >= s
+    (what tensorboardX's ``purge_step`` writes)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    steps: dict[str, list[int]] = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                steps = {tag: [s for s in seen if s < event.step] for tag, seen in steps.items()}
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
+
+
+def test_metrics_writer_keeps_rows_through_the_resume_step_and_a_cut_last_line(tmp_path):
+    from jaxdqn.logging import MetricsWriter, read_metrics
+
+    writer = MetricsWriter(tmp_path, tensorboard=True, keep_through=0)
+    for step in (100, 200, 300):
+        writer.write({"env_steps": step, "updates": step // 10}, {"a": {"loss": 1.0}, "b": {"loss": 2.0}})
+    writer.close()
+    with (tmp_path / "metrics.csv").open("a") as f:
+        f.write("40")  # a row a hard kill cut short: '40' must not read as env step 40
+    writer = MetricsWriter(tmp_path, tensorboard=True, keep_through=200)  # resumed from a checkpoint at 200
+    writer.write({"env_steps": 300, "updates": 31}, {"a": {"loss": 3.0}, "b": {"loss": 4.0}})
+    writer.close()
+    rows = read_metrics(tmp_path)
+    assert [(int(r["env_steps"]), r["task"]) for r in rows] == [
+        (s, t) for s in (100, 200, 300) for t in ("a", "b", "mean")
+    ]
+    assert [r["loss"] for r in rows if r["env_steps"] == 300] == [3.0, 4.0, 3.5]  # the new rows, not the old
+    assert not (tmp_path / "metrics.csv.tmp").exists()
+    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    assert scalars["a/loss"] == [100, 200, 300] and scalars["run/updates"] == [100, 200, 300]
+    assert len(list((tmp_path / "tensorboard").glob("events.*"))) == 2  # the second writer did not replace the first file
