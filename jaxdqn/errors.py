@@ -11,3 +11,7 @@ class ConfigError(JaxdqnError, ValueError):
 
 class CheckpointError(JaxdqnError):
     """A checkpoint is missing, unreadable or does not fit the network."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (disk full, quota, permissions); earlier ones are intact."""

@@ -156,3 +156,76 @@ def test_metrics_writer_keeps_rows_through_the_resume_step_and_a_cut_last_line(t
     scalars = _tensorboard_scalars(tmp_path / "tensorboard")
     assert scalars["a/loss"] == [100, 200, 300] and scalars["run/updates"] == [100, 200, 300]
     assert len(list((tmp_path / "tensorboard").glob("events.*"))) == 2  # the second writer did not replace the first file
+
+
+# --------------------------------------------------------------------------
+# checkpoints: a failed write, and the training runs around it
+# --------------------------------------------------------------------------
+
+TINY = {
+    "name": "tiny",
+    "tasks": [{"env_id": "CartPole-v1"}],
+    "network": {"hidden_sizes": [32, 32]},
+    "dqn": {"learning_starts": 500, "batch_size": 32, "replay_capacity": 2000, "target_update_period": 50},
+    "train": {
+        "total_env_steps": 3000,
+        "num_envs": 10,
+        "log_every": 1000,
+        "eval_every": 0,
+        "eval_episodes": 2,
+        "checkpoint_every": 1000,
+        "keep_checkpoints": 2,
+        "tensorboard": False,
+        "progress": False,
+    },
+}
+
+
+def _restore(cfg, run_dir):
+    import jax
+
+    from jaxdqn.agents.build import build_agent, task_keys
+    from jaxdqn.checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    try:
+        return checkpointer.restore_state(jax.eval_shape(build_agent(cfg).init, task_keys(cfg)))[0]
+    finally:
+        checkpointer.close()
+
+
+def test_write_failures_are_recognised_from_python_and_from_tensorstore():
+    from jaxdqn.checkpoint import write_failure_reason
+
+    assert write_failure_reason(OSError(28, "No space left on device")) == "No space left on device"
+    tensorstore = ValueError(
+        "RESOURCE_EXHAUSTED: Error writing \"w/0\" in OCDBT database at local file \"/ck/2.orbax-checkpoint-tmp/\": "
+        "Failed to write 308460 bytes to file 11: No space left on device [os_error_code='28']"
+    )
+    assert write_failure_reason(tensorstore) == "No space left on device"
+    assert write_failure_reason(ValueError("shapes do not match")) is None  # other errors are not hidden
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_so_in_one_line(write_config, tmp_path, monkeypatch, capsys):
+    import orbax.checkpoint as ocp
+
+    from jaxdqn.checkpoint import complete_steps
+
+    real_save = ocp.StandardCheckpointHandler.async_save
+
+    def disk_full_at_2000(self, directory, *args, **kwargs):
+        if "2000" in str(directory):
+            raise OSError(28, "No space left on device")
+        return real_save(self, directory, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", disk_full_at_2000)
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", str(write_config(TINY)), "--run-dir", str(run_dir)]) == 2
+    line = _error_line(capsys)
+    assert line == (
+        f"jaxdqn train: error: could not write the checkpoint at env step 2000 in {run_dir.absolute() / 'checkpoints'}: "
+        "No space left on device; the checkpoint at env step 1000 is intact and still the latest"
+    )
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["1000"]  # no half-written folder left
+    assert complete_steps(run_dir / "checkpoints") == [1000]
+    assert int(_restore(config.from_dict(TINY), run_dir).env_steps) == 1000
