@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn import config as config_lib
+from jaxdqn import config as config_lib, memory
 from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon, network_spec, task_keys
 from jaxdqn.agents.dqn import DQNAgent, TrainState, evaluate
 from jaxdqn.checkpoint import Checkpointer
@@ -125,13 +125,15 @@ def train(
     if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise JaxdqnError(f"{str(run_dir)!r} already holds checkpoints; pass --resume to continue it")
     agent = build_agent(cfg) if agent is None else agent  # checks env ids and env params before anything is written
+    keys = task_keys(cfg)
+    abstract_state = jax.eval_shape(agent.init, keys)  # shapes only: nothing is allocated yet
+    memory.check_state_fits(abstract_state, abstract_state.replay, "dqn.replay_capacity", cfg.dqn.replay_capacity)
     evaluator = Evaluator(cfg, agent)
     run_dir.mkdir(parents=True, exist_ok=True)
-    keys = task_keys(cfg)
     checkpointer = Checkpointer(ckpt_dir, keep=t.keep_checkpoints)
     runner = make_runner(agent)  # the agent's compiled chunks, or the host-stepped Atari loop
     if resume:
-        state, _ = checkpointer.restore_state(jax.eval_shape(agent.init, keys))
+        state, _ = checkpointer.restore_state(abstract_state)
         state = runner.after_restore(state)
     else:
         state = agent.init(keys)

@@ -229,3 +229,46 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_so_in_one_lin
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["1000"]  # no half-written folder left
     assert complete_steps(run_dir / "checkpoints") == [1000]
     assert int(_restore(config.from_dict(TINY), run_dir).env_steps) == 1000
+
+
+# --------------------------------------------------------------------------
+# sizes: refused before anything is allocated
+# --------------------------------------------------------------------------
+
+
+def _state_shapes(cfg):
+    import jax
+
+    from jaxdqn.agents.build import build_agent, task_keys
+
+    return jax.eval_shape(build_agent(cfg).init, task_keys(cfg))
+
+
+def test_a_replay_that_cannot_fit_is_refused_before_allocating(write_config, tmp_path, capsys):
+    import re
+
+    from jaxdqn.memory import tree_nbytes
+
+    run_dir = tmp_path / "run"
+    huge = "dqn.replay_capacity=10000000000000"
+    assert cli.main(["train", str(write_config(BASE)), huge, "--run-dir", str(run_dir)]) == 2  # at once: nothing allocated
+    line = _error_line(capsys)
+    assert line.startswith("jaxdqn train: error: config key 'dqn.replay_capacity': got 10000000000000; ")
+    shapes = _state_shapes(config.load(write_config(BASE), [huge]))
+    assert f"needs {tree_nbytes(shapes):,} bytes" in line and f"(replay {tree_nbytes(shapes.replay):,} bytes" in line
+    assert tree_nbytes(shapes.replay) >= 10**13 * 4 * 4 * 2  # at least two 4-float32 observations per transition
+    available = int(re.search(r"but ([\d,]+) bytes", line).group(1).replace(",", ""))
+    assert 0 < available < tree_nbytes(shapes) and "(host MemAvailable)" in line
+    assert not run_dir.exists()
+
+
+def test_state_fits_compares_shapes_with_the_given_budget():
+    from jaxdqn.memory import check_state_fits, tree_nbytes
+
+    small, large = (_state_shapes(config.from_dict({"dqn": {"replay_capacity": c, "learning_starts": 100}})) for c in (1000, 2000))
+    per_transition = (tree_nbytes(large.replay) - tree_nbytes(small.replay)) // 1000
+    assert tree_nbytes(large) - tree_nbytes(small) == 1000 * per_transition  # only replay grows with the capacity
+    needed = tree_nbytes(small)
+    check_state_fits(small, small.replay, "dqn.replay_capacity", 1000, available=needed)  # exactly enough
+    with pytest.raises(ConfigError, match=rf"'dqn.replay_capacity': got 1000; the training state needs {needed:,} bytes"):
+        check_state_fits(small, small.replay, "dqn.replay_capacity", 1000, available=needed - 1)

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import jax
 import numpy as np
 
-from jaxdqn import checkpoint
+from jaxdqn import checkpoint, memory
 from jaxdqn import config as config_lib
 from jaxdqn.agents.build import build_agent, build_learner, network_spec, task_keys, task_specs
 from jaxdqn.agents.dqn import DQNAgent
@@ -165,6 +165,8 @@ def distill(cfg: tconfig.DistillConfig, run_dir: str | Path | None = None) -> tu
     _refuse_existing(run_dir)
     setup = build_distiller(cfg)  # loads and checks the teachers before anything is written
     distiller, student_cfg = setup.distiller, setup.student_cfg
+    abstract_state = jax.eval_shape(distiller.init, task_keys(student_cfg))  # shapes only
+    memory.check_state_fits(abstract_state, abstract_state.replay, "distill.replay_capacity", cfg.distill.replay_capacity)
     student_eval = Evaluator(student_cfg, SimpleNamespace(learner=distiller.student))
     teacher_eval = Evaluator(student_cfg, SimpleNamespace(learner=distiller.teachers))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -417,7 +419,7 @@ def transfer(cfg: tconfig.TransferConfig, run_dir: str | Path | None = None, res
 def _evaluate_start(run: Config, agent: DQNAgent, run_dir: Path) -> None:
     """Writes an ``env_steps = 0`` row with the evaluation of the starting parameters
     (what jumpstart compares), before the training loop appends its rows."""
-    params = agent.init(task_keys(run)).params
+    params = jax.jit(lambda keys: agent.init(keys).params)(task_keys(run))  # compiled: replay is never allocated
     returns = Evaluator(run, agent)(params, 0)
     per_task = {
         label: {"eval_return": float(returns[i].mean()), "eval_return_std": float(returns[i].std())}
