@@ -15,3 +15,7 @@ class CheckpointError(JaxdqnError):
 
 class CheckpointWriteError(CheckpointError):
     """Writing a checkpoint failed (disk full, quota, permissions); earlier ones are intact."""
+
+
+class NonFiniteError(JaxdqnError):
+    """Training produced nan or inf in a task's loss or parameters; nothing of that state is saved."""

@@ -26,6 +26,7 @@ from jaxdqn.config import Config
 from jaxdqn.errors import JaxdqnError
 from jaxdqn.host_loop import make_evaluation, make_runner
 from jaxdqn.logging import MetricsWriter
+from jaxdqn.nonfinite import check_finite
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -154,6 +155,7 @@ def train(
             jax.block_until_ready(state)
             elapsed = time.perf_counter() - started
             env_steps = int(state.env_steps)
+            check_finite(state.params, agent.learner.param_axes(), state.stats, agent.tasks.labels, env_steps)  # before anything is written
             finished = env_steps >= t.total_env_steps
             evaluation = None
             if finished or (t.eval_every and env_steps % t.eval_every == 0):

@@ -272,3 +272,66 @@ def test_state_fits_compares_shapes_with_the_given_budget():
     check_state_fits(small, small.replay, "dqn.replay_capacity", 1000, available=needed)  # exactly enough
     with pytest.raises(ConfigError, match=rf"'dqn.replay_capacity': got 1000; the training state needs {needed:,} bytes"):
         check_state_fits(small, small.replay, "dqn.replay_capacity", 1000, available=needed - 1)
+
+
+# --------------------------------------------------------------------------
+# non-finite values during training
+# --------------------------------------------------------------------------
+
+
+def test_nonfinite_tasks_blames_the_task_or_every_task_for_a_shared_leaf():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdqn.nonfinite import nonfinite_tasks
+
+    params = {"torso": {"w": jnp.ones((5, 4))}, "head": {"w": jnp.ones((3, 4, 2)), "b": jnp.zeros((3, 2))}}
+    hard = {"torso": None, "head": 0}
+    finite_loss = [jnp.zeros(3)]
+    bad_params, bad_loss = nonfinite_tasks(params, hard, finite_loss)
+    assert not bad_params.any() and not bad_loss.any()
+    head_nan = {**params, "head": {**params["head"], "b": params["head"]["b"].at[1, 0].set(jnp.nan)}}
+    np.testing.assert_array_equal(nonfinite_tasks(head_nan, hard, finite_loss)[0], [False, True, False])
+    torso_inf = {**params, "torso": {"w": params["torso"]["w"].at[2, 2].set(jnp.inf)}}
+    np.testing.assert_array_equal(nonfinite_tasks(torso_inf, hard, finite_loss)[0], [True, True, True])
+    np.testing.assert_array_equal(nonfinite_tasks(params, hard, [jnp.asarray([0.0, 0.0, jnp.nan])])[1], [False, False, True])
+    # independent: every leaf has the task axis
+    stacked = {"torso": {"w": jnp.ones((3, 4)).at[0, 1].set(jnp.nan)}, "head": {"w": jnp.ones((3, 2))}}
+    np.testing.assert_array_equal(nonfinite_tasks(stacked, {"torso": 0, "head": 0}, finite_loss)[0], [True, False, False])
+
+
+def test_a_nonfinite_parameter_stops_training_naming_task_and_step_without_saving_it(write_config, tmp_path, monkeypatch, capsys):
+    import jax.numpy as jnp
+
+    from jaxdqn.agents.dqn import DQNAgent
+    from jaxdqn.checkpoint import complete_steps
+
+    real_run = DQNAgent.run
+    calls = {"n": 0}
+
+    def diverging_run(self, state, n):
+        state = real_run(self, state, n)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the chunk ending at env step 3000 turns task 'b''s parameters into nan
+            params = {**state.params, "head": {**state.params["head"]}}
+            layer = sorted(params["head"])[0]
+            params["head"][layer] = {k: v.at[1].set(jnp.nan) for k, v in params["head"][layer].items()}
+            state = state._replace(params=params)
+        return state
+
+    monkeypatch.setattr(DQNAgent, "run", diverging_run)
+    data = {**TINY, "tasks": [{"env_id": "CartPole-v1", "name": "a"}, {"env_id": "CartPole-v1", "name": "b"}],
+            "train": {**TINY["train"], "total_env_steps": 4000}}
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", str(write_config(data)), "--run-dir", str(run_dir)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("jaxdqn train: error: training stopped at env step 3000: non-finite (nan or inf) parameters in task 'b'")
+    assert "'a'" not in line
+    assert complete_steps(run_dir / "checkpoints") == [1000, 2000]  # no checkpoint of the nan state
+    assert [int(r) for r in _metric_steps(run_dir)] == [1000, 2000]  # nor a metrics row
+
+
+def _metric_steps(run_dir):
+    from jaxdqn.logging import read_metrics
+
+    return [r["env_steps"] for r in read_metrics(run_dir) if r["task"] == "mean"]

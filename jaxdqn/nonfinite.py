@@ -1,0 +1,73 @@
+"""Finding nan and inf in a training state, and the task they belong to.
+
+The host checks after every chunk, before it writes metrics or a checkpoint,
+so a run that diverges stops with the task and env step named and leaves its
+last good checkpoint the latest. The check is one ``isfinite`` reduction per
+parameter leaf and per statistic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdqn.errors import NonFiniteError
+
+
+def _finite_per_task(tree: Any, task_axes: Any, num_tasks: int) -> jax.Array:
+    """``[T]`` bool: task ``i``'s leaves (leading axis ``T``) and every shared leaf are finite.
+
+    ``task_axes`` is a prefix of ``tree`` with ``0`` (stacked over tasks) or ``None``
+    (shared) at each node, as ``Learner.param_axes`` gives it.
+    """
+
+    def reduce(axis, subtree):
+        ok = jnp.ones((num_tasks,), bool)
+        for leaf in jax.tree_util.tree_leaves(subtree):
+            finite = jnp.isfinite(leaf)
+            if axis is None:
+                ok = ok & finite.all()
+            else:
+                ok = ok & finite.reshape(num_tasks, -1).all(axis=1)
+        return ok
+
+    per_node = jax.tree_util.tree_map(reduce, task_axes, tree, is_leaf=lambda x: x is None or isinstance(x, int))
+    return jnp.stack([jnp.ones((num_tasks,), bool), *jax.tree_util.tree_leaves(per_node)]).all(axis=0)
+
+
+def nonfinite_tasks(params: Any, task_axes: Any, per_task_values: list[jax.Array]) -> tuple[np.ndarray, np.ndarray]:
+    """(``[T]`` non-finite parameters, ``[T]`` non-finite values) for each task.
+
+    ``per_task_values`` are ``[T]`` statistics (the chunk's loss sums, ...). A shared
+    parameter that is not finite marks every task.
+    """
+    num_tasks = per_task_values[0].shape[0]
+    try:
+        params_ok = _finite_per_task(params, task_axes, num_tasks)
+    except ValueError:  # a parameter tree the axes do not describe: treat it as shared
+        params_ok = _finite_per_task(params, None, num_tasks)
+    values_ok = jnp.stack([jnp.isfinite(v) for v in per_task_values]).all(axis=0)
+    params_ok, values_ok = jax.device_get((params_ok, values_ok))
+    return ~np.asarray(params_ok), ~np.asarray(values_ok)
+
+
+def check_finite(params: Any, task_axes: Any, stats: Any, labels: list[str], env_steps: int) -> None:
+    """Raises ``NonFiniteError`` naming the tasks and the env step if the chunk's loss
+    statistics (``stats.loss_sum``, ``q_sum``, ``penalty_sum``) or ``params`` hold nan or inf."""
+    penalty = jnp.broadcast_to(stats.penalty_sum, stats.loss_sum.shape)
+    bad_params, bad_loss = nonfinite_tasks(params, task_axes, [stats.loss_sum, stats.q_sum, penalty])
+    if not (bad_params.any() or bad_loss.any()):
+        return
+    what = []
+    if bad_loss.any():
+        what.append("loss in task " + ", ".join(repr(labels[i]) for i in np.flatnonzero(bad_loss)))
+    if bad_params.any():
+        what.append("parameters in task " + ", ".join(repr(labels[i]) for i in np.flatnonzero(bad_params)))
+    raise NonFiniteError(
+        f"training stopped at env step {env_steps}: non-finite (nan or inf) {' and '.join(what)}; "
+        f"this state is not saved, the latest checkpoint is the last good one (a lower dqn.learning_rate "
+        f"or dqn.max_grad_norm may help)"
+    )
