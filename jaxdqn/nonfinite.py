@@ -8,6 +8,7 @@ parameter leaf and per statistic.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -28,14 +29,25 @@ def _finite_per_task(tree: Any, task_axes: Any, num_tasks: int) -> jax.Array:
         ok = jnp.ones((num_tasks,), bool)
         for leaf in jax.tree_util.tree_leaves(subtree):
             finite = jnp.isfinite(leaf)
-            if axis is None:
-                ok = ok & finite.all()
-            else:
-                ok = ok & finite.reshape(num_tasks, -1).all(axis=1)
+            ok = ok & (finite.all() if axis is None else finite.reshape(num_tasks, -1).all(axis=1))
         return ok
 
     per_node = jax.tree_util.tree_map(reduce, task_axes, tree, is_leaf=lambda x: x is None or isinstance(x, int))
     return jnp.stack([jnp.ones((num_tasks,), bool), *jax.tree_util.tree_leaves(per_node)]).all(axis=0)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _flags(params: Any, axes: tuple, per_task_values: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """One compiled reduction; ``axes`` is ``task_axes`` flattened (hashable, so static)."""
+    leaves, treedef = axes
+    task_axes = jax.tree_util.tree_unflatten(treedef, leaves)
+    num_tasks = per_task_values[0].shape[0]
+    try:
+        params_ok = _finite_per_task(params, task_axes, num_tasks)
+    except ValueError:  # a parameter tree the axes do not describe: treat it as shared
+        params_ok = _finite_per_task(params, None, num_tasks)
+    values_ok = jnp.stack([jnp.isfinite(v) for v in per_task_values]).all(axis=0)
+    return ~params_ok, ~values_ok
 
 
 def nonfinite_tasks(params: Any, task_axes: Any, per_task_values: list[jax.Array]) -> tuple[np.ndarray, np.ndarray]:
@@ -44,14 +56,9 @@ def nonfinite_tasks(params: Any, task_axes: Any, per_task_values: list[jax.Array
     ``per_task_values`` are ``[T]`` statistics (the chunk's loss sums, ...). A shared
     parameter that is not finite marks every task.
     """
-    num_tasks = per_task_values[0].shape[0]
-    try:
-        params_ok = _finite_per_task(params, task_axes, num_tasks)
-    except ValueError:  # a parameter tree the axes do not describe: treat it as shared
-        params_ok = _finite_per_task(params, None, num_tasks)
-    values_ok = jnp.stack([jnp.isfinite(v) for v in per_task_values]).all(axis=0)
-    params_ok, values_ok = jax.device_get((params_ok, values_ok))
-    return ~np.asarray(params_ok), ~np.asarray(values_ok)
+    leaves, treedef = jax.tree_util.tree_flatten(task_axes, is_leaf=lambda x: x is None)
+    bad_params, bad_values = jax.device_get(_flags(params, (tuple(leaves), treedef), list(per_task_values)))
+    return np.asarray(bad_params), np.asarray(bad_values)
 
 
 def check_finite(params: Any, task_axes: Any, stats: Any, labels: list[str], env_steps: int) -> None:

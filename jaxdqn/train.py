@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -133,6 +134,9 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(ckpt_dir, keep=t.keep_checkpoints)
     runner = make_runner(agent)  # the agent's compiled chunks, or the host-stepped Atari loop
+    if resume and checkpointer.latest_step() is None:  # stopped before its first checkpoint was complete
+        print(f"--resume: no complete checkpoint in {ckpt_dir} yet; starting the run from env step 0", file=sys.stderr)
+        resume = False
     if resume:
         state, _ = checkpointer.restore_state(abstract_state)
         state = runner.after_restore(state)
@@ -142,14 +146,14 @@ def train(
     (run_dir / "config.yaml").write_text(config_lib.dump(cfg))
 
     env_steps = int(state.env_steps)
-    chunk_iterations = t.log_every // t.num_envs
     writer = MetricsWriter(run_dir, tensorboard=t.tensorboard, keep_through=env_steps)  # drops rows a killed run wrote after its checkpoint
     bar = _progress_bar(cfg, env_steps)
     last_eval = None
     saved_at = env_steps if resume else -1
     try:
         while env_steps < t.total_env_steps:
-            iterations = min(chunk_iterations, (t.total_env_steps - env_steps) // t.num_envs)
+            # up to the next multiple of log_every (a run saved by Ctrl-C mid-chunk realigns)
+            iterations = min(t.log_every - env_steps % t.log_every, t.total_env_steps - env_steps) // t.num_envs
             started = time.perf_counter()
             state = runner.run(state, iterations)
             jax.block_until_ready(state)
@@ -176,7 +180,10 @@ def train(
             if finished or (t.checkpoint_every and env_steps % t.checkpoint_every == 0):
                 checkpointer.save(env_steps, state, {**checkpoint_meta(cfg, agent, env_steps, last_eval), **(extra_meta or {})})
                 saved_at = env_steps
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        state = getattr(interrupt, "state", state)  # a host-stepped chunk hands back the state it reached
+        if state is None:  # a second Ctrl-C inside a host-stepped chunk: nothing whole to save
+            raise
         jax.block_until_ready(state)  # the chunk in flight still finishes; keep it
         env_steps = int(state.env_steps)
         if saved_at != env_steps:

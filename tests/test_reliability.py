@@ -335,3 +335,113 @@ def _metric_steps(run_dir):
     from jaxdqn.logging import read_metrics
 
     return [r["env_steps"] for r in read_metrics(run_dir) if r["task"] == "mean"]
+
+
+# --------------------------------------------------------------------------
+# Ctrl-C in host-stepped (Atari) training
+# --------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_a_host_stepped_chunk_saves_a_usable_checkpoint(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    pytest.importorskip("envpool")
+    from jaxdqn.checkpoint import Checkpointer
+    from jaxdqn.envs.envpool_env import AtariGroup
+    from jaxdqn.train import train
+
+    from conftest import REPO_ROOT
+
+    smoke = [
+        "train.total_env_steps=120", "train.num_envs=8", "train.log_every=80", "train.eval_every=0",
+        "train.checkpoint_every=0", "train.eval_episodes=1", "train.progress=false", "train.tensorboard=false",
+        "dqn.replay_capacity=200", "dqn.learning_starts=16", "dqn.batch_size=8", "atari.max_episode_steps=20",
+        "atari.num_threads=1", "atari.stepping=host", "atari.img_height=21", "atari.img_width=21",
+        "network.torso=mlp", "network.hidden_sizes=[16]",
+    ]
+    cfg = config.load(REPO_ROOT / "configs" / "atari_pong_dqn.yaml", smoke)
+    real_recv = AtariGroup.host_recv
+    calls = {"n": 0}
+
+    def recv_then_ctrl_c(self):
+        calls["n"] += 1
+        if calls["n"] == 5:  # Ctrl-C while the 5th iteration (env steps 32 -> 40) is in flight
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_recv(self)
+
+    monkeypatch.setattr(AtariGroup, "host_recv", recv_then_ctrl_c)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run_dir=run_dir)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the runner put Ctrl-C back
+    assert Checkpointer(run_dir / "checkpoints").latest_step() == 40  # the iteration in flight finished
+    monkeypatch.setattr(AtariGroup, "host_recv", real_recv)
+    train(cfg, run_dir=run_dir, resume=True)  # the saved state is whole: it resumes and finishes
+    assert _metric_steps(run_dir) == [80.0, 120.0]  # the resumed run realigned to log_every: 40 -> 80 -> 120
+    assert Checkpointer(run_dir / "checkpoints").latest_step() == 120
+
+
+# --------------------------------------------------------------------------
+# SIGKILL at a few moments, resumed each time
+# --------------------------------------------------------------------------
+
+
+def test_sigkill_at_two_moments_and_resume_equals_the_uninterrupted_run(write_config, tmp_path, subprocess_env):
+    import subprocess
+    import sys
+    import time
+
+    import jax
+    import numpy as np
+
+    from jaxdqn.checkpoint import complete_steps
+    from jaxdqn.logging import read_metrics
+    from jaxdqn.train import train
+
+    data = {**TINY, "train": {**TINY["train"], "total_env_steps": 16000, "keep_checkpoints": 3, "tensorboard": True}}
+    path = write_config(data)
+    run_dir = tmp_path / "killed"
+    ckpt_dir = run_dir / "checkpoints"
+
+    def logged_steps():
+        try:
+            lines = (run_dir / "metrics.csv").read_text().splitlines()[1:]
+        except FileNotFoundError:
+            return []
+        return [int(line.split(",")[0]) for line in lines if line.split(",")[0].isdigit()]
+
+    def partial_folders():
+        return {p.name for p in ckpt_dir.iterdir() if "tmp" in p.name} if ckpt_dir.is_dir() else set()
+
+    def mid_save():  # the row of the step being saved is written: it is beyond the latest complete checkpoint
+        return bool(partial_folders() - leftovers)
+
+    moments = [
+        ("the first metrics row (its checkpoint may not exist yet)", lambda: bool(logged_steps())),
+        ("a checkpoint being written", mid_save),
+    ]
+    for i, (moment, due) in enumerate(moments):
+        leftovers = partial_folders()  # an earlier kill's half-written folder
+        args = [sys.executable, "-m", "jaxdqn.cli", "train", str(path), "--run-dir", str(run_dir)] + (["--resume"] if i else [])
+        proc = subprocess.Popen(args, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not due() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        proc.kill()
+        stderr = proc.communicate()[1].decode()
+        assert proc.returncode == -9, f"the run ended before the kill at: {moment}\n{stderr}"
+    proc = subprocess.run(args, env=subprocess_env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+    reference = train(config.from_dict({**data, "train": {**data["train"], "tensorboard": False}}), run_dir=tmp_path / "whole")
+    resumed, whole = _restore(config.from_dict(data), run_dir), _restore(config.from_dict(data), reference)
+    assert int(resumed.env_steps) == 16000
+    for x, y in zip(jax.tree_util.tree_leaves(resumed._replace(stats=None)), jax.tree_util.tree_leaves(whole._replace(stats=None))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bit for bit: params, optimizer, replay, keys
+
+    steps = list(range(1000, 16001, 1000))
+    rows = read_metrics(run_dir)
+    assert [(int(r["env_steps"]), r["task"]) for r in rows] == [(s, t) for s in steps for t in ("CartPole-v1", "mean")]
+    scalars = _tensorboard_scalars(run_dir / "tensorboard")
+    assert scalars["CartPole-v1/loss"] == steps and scalars["run/updates"] == steps
