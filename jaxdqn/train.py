@@ -4,7 +4,9 @@ Every ``train.log_every`` env steps (per task) the host reads the chunk's
 statistics, writes metrics, and, when due, evaluates and checkpoints. A run
 directory holds ``config.yaml``, ``metrics.csv``, ``tensorboard/`` and
 ``checkpoints/``. Ctrl-C saves a checkpoint of the last finished chunk before
-leaving, so ``--resume`` continues from there.
+leaving, so ``--resume`` continues from there. Before anything is written at a
+host visit, a nan or inf in a task's loss statistics or parameters stops the
+run (``NonFiniteError``), so the last good checkpoint stays the latest.
 """
 
 from __future__ import annotations
