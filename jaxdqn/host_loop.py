@@ -83,8 +83,9 @@ class ChunkInterrupted(KeyboardInterrupt):
 def _ctrl_c_deferred():
     """Yields a flag set by Ctrl-C instead of raising; a second Ctrl-C raises at once."""
     requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield requested
+    main_thread = threading.current_thread() is threading.main_thread()  # signals reach the main thread only
+    if not main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield requested  # Ctrl-C is ignored or someone else's: leave it so
         return
 
     def handler(signum, frame):

@@ -371,10 +371,14 @@ def test_ctrl_c_during_a_host_stepped_chunk_saves_a_usable_checkpoint(tmp_path, 
         return real_recv(self)
 
     monkeypatch.setattr(AtariGroup, "host_recv", recv_then_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores it)
     run_dir = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, run_dir=run_dir)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the runner put Ctrl-C back
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, run_dir=run_dir)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the runner put Ctrl-C back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert Checkpointer(run_dir / "checkpoints").latest_step() == 40  # the iteration in flight finished
     monkeypatch.setattr(AtariGroup, "host_recv", real_recv)
     train(cfg, run_dir=run_dir, resume=True)  # the saved state is whole: it resumes and finishes
