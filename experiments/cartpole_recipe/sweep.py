@@ -39,6 +39,7 @@ DDP = OLD + [
     "dqn.learning_starts=5000",
 ]
 CANDIDATES = {
+    "recipe": [],  # configs/cartpole_dqn.yaml as it stands
     "old": OLD,
     "old_eps50k": OLD + ["dqn.epsilon_decay_steps=50000"],
     "ddp_huber": DDP + ["dqn.loss=huber", "dqn.lr_decay=false"],
@@ -62,6 +63,8 @@ CANDIDATES = {
 CANDIDATES["rounds_decay"] = CANDIDATES["rounds"] + ["dqn.lr_decay=true"]
 CANDIDATES["dp_sq_decay_tau005"] = CANDIDATES["ddp_sq_decay_tau005"] + ["network.dueling=false"]
 CANDIDATES["ddp_sq_decay_tau005_lr5e4"] = CANDIDATES["ddp_sq_decay_tau005"] + ["dqn.learning_rate=5e-4"]
+CANDIDATES["ddp_sq_decay_tau005_lr2e3"] = CANDIDATES["ddp_sq_decay_tau005"] + ["dqn.learning_rate=2e-3"]
+CANDIDATES["ddp_sq_decay_tau01"] = CANDIDATES["ddp_sq_decay_tau005"] + ["dqn.polyak_tau=0.01"]
 
 
 def run(name: str, first: int) -> dict:
