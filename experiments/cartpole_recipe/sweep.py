@@ -38,33 +38,26 @@ DDP = OLD + [
     "dqn.updates_per_round=5", "dqn.epsilon_decay_steps=50000", "dqn.replay_capacity=50000",
     "dqn.learning_starts=5000",
 ]
-CANDIDATES = {
-    "recipe": [],  # configs/cartpole_dqn.yaml as it stands
-    "old": OLD,
+ROUNDS = OLD + [  # fitted-Q style: 250 env steps, then 125 updates against a target copied after each round
+    "network.hidden_sizes=[256,256]", "dqn.loss=huber", "dqn.lr_decay=false", "dqn.learning_rate=2.3e-3",
+    "dqn.batch_size=64", "dqn.replay_capacity=100000", "dqn.learning_starts=1000", "dqn.update_every=250",
+    "dqn.updates_per_round=125", "dqn.target_update_period=125", "dqn.epsilon_end=0.04",
+    "dqn.epsilon_decay_steps=16000",
+]
+CHOSEN = DDP + ["dqn.polyak_tau=0.005"]  # tau 0.005 per update: about rejax's pace (0.02 once per 5 updates)
+CANDIDATES = {  # in the order they ran
+    "ddp_huber_decay": DDP + ["dqn.loss=huber"],
     "old_eps50k": OLD + ["dqn.epsilon_decay_steps=50000"],
     "ddp_huber": DDP + ["dqn.loss=huber", "dqn.lr_decay=false"],
-    "ddp_huber_decay": DDP + ["dqn.loss=huber"],
-    "ddp_sq_decay": DDP,
-    "ddp_huber_decay_upd2": DDP + ["dqn.loss=huber", "dqn.updates_per_round=2"],
-    "ddp_huber_decay_tau005": DDP + ["dqn.loss=huber", "dqn.polyak_tau=0.005"],
-    "dp_huber_decay": DDP + ["dqn.loss=huber", "network.dueling=false"],
-    # tau 0.005 per gradient step: about the target's pace in rejax (0.02 once per 5 steps)
-    "ddp_sq_tau005": DDP + ["dqn.lr_decay=false", "dqn.polyak_tau=0.005"],
-    "ddp_sq_decay_tau005": DDP + ["dqn.polyak_tau=0.005"],
-    # Fitted-Q style rounds: collect 250 env steps, then 125 updates against a target copied
-    # after each round; a 256-256 MLP, lr 2.3e-3, batch 64, exploration over the first 16k steps.
-    "rounds": OLD + [
-        "network.hidden_sizes=[256,256]", "dqn.loss=huber", "dqn.lr_decay=false", "dqn.learning_rate=2.3e-3",
-        "dqn.batch_size=64", "dqn.replay_capacity=100000", "dqn.learning_starts=1000", "dqn.update_every=250",
-        "dqn.updates_per_round=125", "dqn.target_update_period=125", "dqn.epsilon_end=0.04",
-        "dqn.epsilon_decay_steps=16000",
-    ],
+    "ddp_sq_tau005": CHOSEN + ["dqn.lr_decay=false"],
+    "rounds": ROUNDS,
+    "ddp_sq_decay_tau005": CHOSEN,
+    "dp_sq_decay_tau005": CHOSEN + ["network.dueling=false"],
+    "ddp_sq_decay_tau005_lr5e4": CHOSEN + ["dqn.learning_rate=5e-4"],
+    "ddp_sq_decay_tau005_lr2e3": CHOSEN + ["dqn.learning_rate=2e-3"],
+    "ddp_sq_decay_tau01": CHOSEN + ["dqn.polyak_tau=0.01"],
+    "recipe": [],  # configs/cartpole_dqn.yaml as it stands (= ddp_sq_decay_tau005)
 }
-CANDIDATES["rounds_decay"] = CANDIDATES["rounds"] + ["dqn.lr_decay=true"]
-CANDIDATES["dp_sq_decay_tau005"] = CANDIDATES["ddp_sq_decay_tau005"] + ["network.dueling=false"]
-CANDIDATES["ddp_sq_decay_tau005_lr5e4"] = CANDIDATES["ddp_sq_decay_tau005"] + ["dqn.learning_rate=5e-4"]
-CANDIDATES["ddp_sq_decay_tau005_lr2e3"] = CANDIDATES["ddp_sq_decay_tau005"] + ["dqn.learning_rate=2e-3"]
-CANDIDATES["ddp_sq_decay_tau01"] = CANDIDATES["ddp_sq_decay_tau005"] + ["dqn.polyak_tau=0.01"]
 
 
 def run(name: str, first: int) -> dict:
