@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn import config as config_lib, memory
+from jaxdqn import config as config_lib, distributed, memory, sharding
 from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon, network_spec, task_keys
 from jaxdqn.agents.dqn import DQNAgent, TrainState, evaluate
 from jaxdqn.checkpoint import Checkpointer
@@ -33,7 +33,8 @@ from jaxdqn.nonfinite import check_finite
 
 
 def new_run_dir(cfg: Config) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    now = distributed.agree(int(time.time()))  # one name for every process of a multi-process run
+    stamp = datetime.datetime.fromtimestamp(now).strftime("%Y%m%d-%H%M%S")
     return Path(cfg.train.output_dir) / f"{cfg.name}-{stamp}"
 
 
@@ -68,11 +69,11 @@ class Evaluator:
         """Returns ``[T, episodes]``; the keys depend only on the seed and the step."""
         base = jax.random.fold_in(jax.random.PRNGKey(self.seed), 0x5EED)
         keys = jax.random.split(jax.random.fold_in(base, env_steps), self.tasks.num_tasks)
-        return np.asarray(self._run(params, keys))
+        return np.asarray(distributed.fetch(self._run(params, keys)))
 
 
 def _chunk_rows(agent: DQNAgent, state: TrainState, evaluation: np.ndarray | None) -> dict[str, dict]:
-    stats = jax.device_get(state.stats)
+    stats = distributed.fetch(state.stats)
     epsilon = float(agent.epsilon(state.env_steps))
     updates = max(int(stats.updates), 1)
     per_task = {}
@@ -94,7 +95,7 @@ def _chunk_rows(agent: DQNAgent, state: TrainState, evaluation: np.ndarray | Non
     return per_task
 
 
-def _progress_bar(cfg: Config, start: int):
+def _progress_bar(cfg: Config, start: int, show: bool = True):
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -102,7 +103,7 @@ def _progress_bar(cfg: Config, start: int):
         initial=start,
         unit="step",
         unit_scale=True,
-        disable=not cfg.train.progress,
+        disable=not (cfg.train.progress and show),
         dynamic_ncols=True,
         desc=cfg.name,
     )
@@ -139,17 +140,22 @@ def train(
     if resume and checkpointer.latest_step() is None:  # stopped before its first checkpoint was complete
         print(f"--resume: no complete checkpoint in {ckpt_dir} yet; starting the run from env step 0", file=sys.stderr)
         resume = False
+    # Built (or restored) straight onto the mesh: each device, and each process, holds only its own part.
+    placement = (agent.mesh, agent.num_tasks, agent.learner.mode, agent.learner.shared_head)
     if resume:
-        state, _ = checkpointer.restore_state(abstract_state)
+        state, _ = checkpointer.restore_state(sharding.abstract_state(agent.init, keys, *placement))
         state = runner.after_restore(state)
     else:
-        state = agent.init(keys)
+        state = sharding.init_on_mesh(agent.init, keys, *placement)
     state = agent.place(state)
-    (run_dir / "config.yaml").write_text(config_lib.dump(cfg))
+    primary = distributed.is_primary()  # process 0 alone writes config, metrics, events and the bar
+    if primary:
+        (run_dir / "config.yaml").write_text(config_lib.dump(cfg))
 
     env_steps = int(state.env_steps)
-    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard, keep_through=env_steps)  # drops rows a killed run wrote after its checkpoint
-    bar = _progress_bar(cfg, env_steps)
+    # drops rows a killed run wrote after its checkpoint
+    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard, keep_through=env_steps) if primary else None
+    bar = _progress_bar(cfg, env_steps, show=primary)
     last_eval = None
     saved_at = env_steps if resume else -1
     try:
@@ -169,10 +175,11 @@ def train(
                 last_eval = [float(x) for x in evaluation.mean(axis=1)]
             steps_per_sec = iterations * t.num_envs * agent.num_tasks / elapsed
             per_task = _chunk_rows(agent, state, evaluation)
-            writer.write(
-                {"env_steps": env_steps, "updates": int(state.updates), "steps_per_sec": steps_per_sec, "wall_time": time.time()},
-                per_task,
-            )
+            if writer is not None:
+                writer.write(
+                    {"env_steps": env_steps, "updates": int(state.updates), "steps_per_sec": steps_per_sec, "wall_time": time.time()},
+                    per_task,
+                )
             returns = [r["episode_return"] for r in per_task.values()]
             postfix = {"steps/s": f"{steps_per_sec:,.0f}", "return": f"{np.nanmean(returns):.1f}" if not np.all(np.isnan(returns)) else "-"}
             if last_eval is not None:
@@ -194,7 +201,8 @@ def train(
         raise
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         checkpointer.close()
     return run_dir
 
