@@ -35,15 +35,16 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 def _check_splits_over_all(mode: str, num_tasks: int, batch_size: int, num_devices: int, num_processes: int) -> None:
     """Several processes: the split axis must spread over every device of every process."""
     if mode == "hard":
-        key, what, size = "dqn.batch_size", "the batch of each gradient step", batch_size
+        what, size = f"the batch of each gradient step (dqn.batch_size {batch_size})", batch_size
     else:
-        key, what, size = "tasks", "the tasks", num_tasks
+        what, size = f"the tasks ({num_tasks} tasks)", num_tasks
     if size % num_devices == 0:
         return
+    # device totals that split the axis evenly, with the same number of devices on every process
     totals = [d for d in range(num_processes, size + 1, num_processes) if size % d == 0]
     fitting = f"; or {' or '.join(map(str, totals))} devices in all" if totals else ""
     raise ConfigError(
-        f"multitask.mode {mode!r} splits {what} ({key}: {size}) over all {num_devices} devices of {num_processes} "
+        f"multitask.mode {mode!r} splits {what} over all {num_devices} devices of {num_processes} "
         f"processes, and {num_devices} does not divide {size}; allowed: a multiple of {num_devices} "
         f"({', '.join(str(num_devices * k) for k in (1, 2, 3))}, ...){fitting}"
     )
