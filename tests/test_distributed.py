@@ -7,12 +7,18 @@ command-line flags. Over 4 CartPole tasks, independent and hard modes end with
 the parameters of one process with 4 devices; every metrics row is written once;
 a two-process run cut after its first checkpoint and resumed ends where the
 uninterrupted one does; its checkpoints read back in one process.
+
+To stay quick on 2 cores, the one-process reference trains both modes in one
+process (alongside the two-process runs), and the cut run is the uninterrupted
+run's directory as it stood after its first checkpoint (config, that checkpoint
+and the metrics rows up to it), resumed with two processes.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,20 +74,17 @@ def child_env(devices: int) -> dict:
 
 
 def jaxdqn_train(config_path: Path, run_dir: Path, overrides=(), processes: int = 2, resume: bool = False) -> list[str]:
-    """``jaxdqn train`` in ``processes`` processes (2 devices each, or one process with 4); their stdout."""
+    """``jaxdqn train --distributed`` in ``processes`` processes with 2 devices each; their stdout."""
     command = [sys.executable, "-m", "jaxdqn.cli", "train", str(config_path), *overrides, "--run-dir", str(run_dir)]
     command += ["--resume"] if resume else []
     port = free_port()
     procs = []
     for pid in range(processes):
-        if processes == 1:
-            env, args = child_env(4), []
-        else:
-            env, args = child_env(2), ["--distributed", "--coordinator-timeout", "60"]
-            if pid == 0:  # as the README's two-command example: the JAX_* variables
-                env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID="0")
-            else:  # the same through flags
-                args += ["--coordinator-address", f"localhost:{port}", "--num-processes", str(processes), "--process-id", str(pid)]
+        env, args = child_env(2), ["--distributed", "--coordinator-timeout", "60"]
+        if pid == 0:  # as the README's two-command example: the JAX_* variables
+            env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID="0")
+        else:  # the same through flags
+            args += ["--coordinator-address", f"localhost:{port}", "--num-processes", str(processes), "--process-id", str(pid)]
         procs.append(subprocess.Popen(command + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     deadline = time.monotonic() + TIMEOUT_S
@@ -96,6 +99,26 @@ def jaxdqn_train(config_path: Path, run_dir: Path, overrides=(), processes: int 
                 proc.kill()
                 proc.wait()
     return outputs
+
+
+REFERENCE = """
+import sys
+from pathlib import Path
+from jaxdqn import config
+from jaxdqn.train import train
+config_path, root = sys.argv[1], Path(sys.argv[2])
+for mode in ("independent", "hard"):
+    train(config.load(config_path, [f"multitask.mode={mode}"]), run_dir=root / f"{mode}-1")
+"""
+
+
+def cut_after_first_checkpoint(run_dir: Path, cut: Path, step: int) -> None:
+    """``cut`` holds what ``run_dir`` held right after its checkpoint at ``step``."""
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copy(run_dir / "config.yaml", cut / "config.yaml")
+    shutil.copytree(run_dir / "checkpoints" / str(step), cut / "checkpoints" / str(step))
+    lines = (run_dir / "metrics.csv").read_text().splitlines(keepends=True)
+    (cut / "metrics.csv").write_text("".join([lines[0]] + [l for l in lines[1:] if int(l.split(",")[0]) <= step]))
 
 
 def restored(run_dir: Path):
@@ -115,17 +138,27 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
     config_path = root / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(TINY, sort_keys=False))
-    result = {}
+    # one process with 4 devices, both modes, while the two-process runs go
+    reference = subprocess.Popen(
+        [sys.executable, "-c", REFERENCE, str(config_path), str(root)], env=child_env(4), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        result = {}
+        for mode in ("independent", "hard"):
+            run_dir = root / f"{mode}-2"
+            out = jaxdqn_train(config_path, run_dir, [f"multitask.mode={mode}", "train.tensorboard=true"])
+            result[mode, 2] = SimpleNamespace(dir=run_dir, stdout=out)
+        cut = root / "independent-2-resumed"
+        cut_after_first_checkpoint(result["independent", 2].dir, cut, step=200)
+        result["resumed"] = SimpleNamespace(dir=cut, stdout=jaxdqn_train(config_path, cut, resume=True))
+        _, err = reference.communicate(timeout=TIMEOUT_S)
+        assert reference.returncode == 0, err[-3000:]
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
     for mode in ("independent", "hard"):
-        for processes in (2, 1):
-            run_dir = root / f"{mode}-{processes}"
-            tb = ["train.tensorboard=true"] if processes == 2 else []
-            out = jaxdqn_train(config_path, run_dir, [f"multitask.mode={mode}", *tb], processes)
-            result[mode, processes] = SimpleNamespace(dir=run_dir, stdout=out)
-    # cut after the first checkpoint (env step 200), then resumed with two processes
-    cut = root / "independent-2-resumed"
-    jaxdqn_train(config_path, cut, ["train.total_env_steps=200"])
-    result["resumed"] = SimpleNamespace(dir=cut, stdout=jaxdqn_train(config_path, cut, resume=True))
+        result[mode, 1] = SimpleNamespace(dir=root / f"{mode}-1")
     return result
 
 
@@ -185,6 +218,15 @@ def test_flags_come_before_environment_variables():
     assert distributed.resolve(environ=env, detect=False) == distributed.Cluster("head:1234", 4, 3)
     cluster = distributed.resolve("other:99", 2, 1, timeout_s=7, environ=env, detect=False)
     assert cluster == distributed.Cluster("other:99", 2, 1, 7)
+
+
+def test_unset_values_come_from_the_cluster_manager(monkeypatch):
+    # SLURM as srun presents it to the sixth of 8 processes; JAX's detection reads these
+    for name, value in dict(SLURM_JOB_ID="12345", SLURM_STEP_NODELIST="node[01-02]", SLURM_NTASKS="8", SLURM_PROCID="5", SLURM_LOCALID="1").items():
+        monkeypatch.setenv(name, value)
+    cluster = distributed.resolve(environ={})
+    assert cluster.coordinator_address.startswith("node01:") and (cluster.num_processes, cluster.process_id) == (8, 5)
+    assert distributed.resolve(environ={"JAX_PROCESS_ID": "2"}).process_id == 2  # a variable still wins
 
 
 @pytest.mark.parametrize(
