@@ -31,11 +31,10 @@ def _report_run(title: str, run_dir: Path, metrics: str, next_steps: str, checkp
 
 def _start_distributed(args: argparse.Namespace) -> bool:
     """``--distributed``: joins the other processes before anything starts a JAX backend."""
-    cluster_flags = [f for f, v in (("--coordinator-address", args.coordinator_address), ("--num-processes", args.num_processes),
-                                    ("--process-id", args.process_id), ("--coordinator-timeout", args.coordinator_timeout)) if v is not None]
     if not args.distributed:
-        if cluster_flags:
-            raise JaxdqnError(f"{cluster_flags[0]} needs --distributed")
+        for flag in ("coordinator_address", "num_processes", "process_id", "coordinator_timeout"):
+            if getattr(args, flag) is not None:
+                raise JaxdqnError(f"--{flag.replace('_', '-')} needs --distributed")
         return False
     from jaxdqn import distributed
 

@@ -195,7 +195,10 @@ def train(
             raise
         jax.block_until_ready(state)  # the chunk in flight still finishes; keep it
         env_steps = int(state.env_steps)
-        if saved_at != env_steps:
+        if distributed.process_count() > 1:
+            # saving is collective, and the other processes may stand anywhere: keep the last periodic checkpoint
+            bar.write(f"interrupted: --resume continues from the latest checkpoint in {ckpt_dir}")
+        elif saved_at != env_steps:
             bar.write(f"interrupted: saving a checkpoint at env step {env_steps} in {ckpt_dir}")
             checkpointer.save(env_steps, state, {**checkpoint_meta(cfg, agent, env_steps, last_eval), **(extra_meta or {})})
         raise
