@@ -200,6 +200,12 @@ def _host_meeting(cluster: Cluster) -> None:
             arrived[pid] = conn
         for conn in arrived.values():
             conn.sendall(b"go\n")
+        for conn in arrived.values():  # let each peer close first, so the port is free at once for JAX's service
+            try:
+                conn.settimeout(5.0)
+                conn.recv(1)
+            except OSError:
+                pass
     finally:
         for conn in arrived.values():
             conn.close()
