@@ -31,12 +31,21 @@ HERE = Path(__file__).resolve().parent
 
 
 def pm(values, digits=1) -> str:
+    """Mean ± std over seeds; n/a values (a teacher that scored 0) are left out and counted."""
     values = np.asarray(values, float)
-    if np.isnan(values).all():
+    known = values[~np.isnan(values)]
+    if not len(known):
         return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.nanmean(values):.{digits}f} ± {np.nanstd(values):.{digits}f}"
+    text = f"{known[0]:.{digits}f}" if len(known) == 1 else f"{known.mean():.{digits}f} ± {known.std():.{digits}f}"
+    return text if len(known) == len(values) else f"{text} ({len(known)} of {len(values)} seeds)"
+
+
+def nanmean(stack, axis=0) -> np.ndarray:
+    """Mean over ``axis`` ignoring n/a (NaN) entries; NaN where all are n/a."""
+    stack = np.asarray(stack, float)
+    counts = (~np.isnan(stack)).sum(axis=axis)
+    sums = np.nansum(stack, axis=axis)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def listed(values, digits=1) -> str:
@@ -137,8 +146,14 @@ def tables(multi: dict, quarter: dict) -> list[str]:
                 f"| {label} | {pm(r['teacher_return'], 2)} | {pm(r['student_return'], 2)} | **{pm(r['percent_of_teacher'])}** "
                 f"| {listed(r['percent_of_teacher'])} | {pm(r['agreement'], 3)} |"
             )
-        per_seed_mean = np.nanmean([r["percent_of_teacher"] for r in multi["tasks"].values()], axis=0)
-        lines += [f"| mean over games | | | **{pm(per_seed_mean)}** | {listed(per_seed_mean)} | |", ""]
+        per_seed_mean = nanmean([r["percent_of_teacher"] for r in multi["tasks"].values()])
+        lines += [
+            f"| mean over games | | | **{pm(per_seed_mean)}** | {listed(per_seed_mean)} | |",
+            "",
+            "n/a: the teacher's return was 0 on those episodes, so no percentage exists; such seeds are left out of the "
+            "mean and counted. The mean over games is taken per seed, then over seeds.",
+            "",
+        ]
     if quarter:
         (label, r), = quarter["tasks"].items()
         s, t_stored, t_own = quarter["student_params_per_task"], quarter["teacher_params_per_task"], r["teacher_params_own_game"]
@@ -179,8 +194,8 @@ def plot(runs: Path, output: Path) -> None:
     thousands = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k")
 
     def band(ax, xs, ys, label, **style):
-        (line,) = ax.plot(xs, ys.mean(axis=0), marker=".", label=label, **style)
-        ax.fill_between(xs, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.15)
+        (line,) = ax.plot(xs, nanmean(ys), marker=".", label=label, **style)
+        ax.fill_between(xs, np.fmin.reduce(ys, axis=0), np.fmax.reduce(ys, axis=0), color=line.get_color(), alpha=0.15)
 
     for ax, game in zip(axes, games):
         if game in multi:
@@ -196,7 +211,7 @@ def plot(runs: Path, output: Path) -> None:
         ax.set_ylabel("greedy return")
     last = axes[len(games)]
     if multi:
-        mean_percent = np.nanmean([c["percent"] for c in multi.values()], axis=0)  # [S, N]
+        mean_percent = nanmean([c["percent"] for c in multi.values()])  # [S, N]
         band(last, next(iter(multi.values()))["steps"], mean_percent, "multi-task, mean over games")
     for game, c in quarter.items():
         band(last, c["steps"], c["percent"], f"25% CNN student, {game}")
