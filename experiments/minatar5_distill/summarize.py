@@ -87,6 +87,7 @@ def collect(runs: Path, prefix: str) -> dict:
             )
     return {
         "runs": [str(d) for d in dirs],
+        "seeds": [d.name.rsplit("_s", 1)[1] for d in dirs],
         "teacher_runs": [read_info(str(d)).meta["teachers"][0]["checkpoint"] for d in dirs],
         "env_steps_per_task": summaries[0]["env_steps"],
         "eval_episodes": summaries[0]["eval_episodes"],
@@ -136,7 +137,8 @@ def tables(multi: dict, quarter: dict) -> list[str]:
             f"({multi['student_network'].get('cnn_channels', 16)} channels, {multi['student_network'].get('cnn_hidden', 128)} units) "
             f"shared by all games and a head per game: **{s:,} parameters, {100 * s / t:.1f}% of one teacher**. "
             f"{multi['env_steps_per_task']:,} env steps of teacher play per game; greedy returns over "
-            f"{multi['eval_episodes']} episodes per game, the same episodes for student and teacher.",
+            f"{multi['eval_episodes']} episodes per game, the same episodes for student and teacher. "
+            f"Seeds: {', '.join(multi['seeds'])}.",
             "",
             "| game | teacher return | student return | % of teacher | per seed | greedy agreement |",
             "|---|---|---|---|---|---|",
@@ -164,7 +166,8 @@ def tables(multi: dict, quarter: dict) -> list[str]:
             f"Teacher: task {r['teacher_task']} ({label}) of the same independent runs. Student: MinAtar CNN with "
             f"{net.get('cnn_channels', 16)} channels and {net.get('cnn_hidden', 128)} units. The teacher's network as stored has "
             f"{t_stored:,} parameters (frames padded to the widest game, a head over the most actions); on {label}'s own "
-            f"frames and actions the same architecture has {t_own:,}. {quarter['env_steps_per_task']:,} env steps of teacher play.",
+            f"frames and actions the same architecture has {t_own:,}. {quarter['env_steps_per_task']:,} env steps of teacher play. "
+            f"Seeds: {', '.join(quarter['seeds'])}.",
             "",
             "| game | teacher params | student params | teacher return | student return | % of teacher | per seed | greedy agreement |",
             "|---|---|---|---|---|---|---|---|",
@@ -205,8 +208,7 @@ def plot(runs: Path, output: Path) -> None:
         if game in quarter:
             c = quarter[game]
             band(ax, c["steps"], c["student"], "25% CNN student")
-            if game not in multi:
-                ax.plot(c["steps"], c["teacher"].mean(axis=0), color="grey", linestyle="--", label="teacher (same episodes)")
+            ax.plot(c["steps"], c["teacher"].mean(axis=0), color="grey", linestyle=":", label="teacher (25% student's episodes)")
         ax.set_title(game, fontsize=10)
         ax.set_ylabel("greedy return")
     last = axes[len(games)]
