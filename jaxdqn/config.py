@@ -45,6 +45,20 @@ class NetworkConfig:
     torso: str = _field("mlp", choices=("mlp", "minatar_cnn", "nature_cnn"), help="feature extractor")
     hidden_sizes: tuple[int, ...] = _field((120, 84), help="MLP layer widths")
     dueling: bool = _field(False, help="dueling head: V(s) + A(s,a) - mean_a A(s,a)")
+    cnn_channels: int = _field(16, low=1, help="minatar_cnn only: channels of its 3x3 convolution (Young & Tian: 16)")
+    cnn_hidden: int = _field(128, low=1, help="minatar_cnn only: units of its dense layer (Young & Tian: 128)")
+
+
+def check_network(n: NetworkConfig, prefix: str = "network") -> None:
+    """The MinAtar CNN's widths may only be changed on that torso."""
+    defaults = NetworkConfig()
+    for key in ("cnn_channels", "cnn_hidden"):
+        value = getattr(n, key)
+        if n.torso != "minatar_cnn" and value != getattr(defaults, key):
+            raise ConfigError(
+                f"config key '{prefix}.{key}': got {value} with {prefix}.torso {n.torso!r}; "
+                f"allowed: only with {prefix}.torso 'minatar_cnn' (leave it out for other torsos)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,6 +290,7 @@ def _check_consistency(cfg: Config) -> None:
             gymnax_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
         elif pgx_env.is_pgx_id(task.env_id):
             pgx_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
+    check_network(cfg.network)
     t = cfg.train
     for key in ("log_every", "total_env_steps"):
         value = getattr(t, key)

@@ -80,6 +80,7 @@ def _check_distill(cfg: DistillConfig) -> None:
     for i, teacher in enumerate(cfg.teachers):
         if not teacher.checkpoint:
             raise ConfigError(f"config key 'teachers[{i}].checkpoint': missing; allowed: a checkpoint path")
+    config_lib.check_network(cfg.network)
     _check_train_block(cfg.train)
     u, n = cfg.distill.update_every, cfg.train.num_envs
     if u % n and n % u:
