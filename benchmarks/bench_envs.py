@@ -45,6 +45,7 @@ BACKENDS = ("gymnax", "pgx")
 EXPERIMENT_SETTINGS = [
     "train.num_envs=128", "dqn.update_every=128", "dqn.batch_size=64", "dqn.learning_starts=5120",
     "dqn.replay_capacity=100000", "dqn.target_update_period=250",
+    "train.log_every=6400", "train.total_env_steps=64000", "train.eval_every=0", "train.checkpoint_every=0",
 ]
 
 
