@@ -29,7 +29,7 @@ for name in sys.argv[1].split(","):
     started = time.time()
     iterations = cfg.train.total_env_steps // cfg.train.num_envs
     for _ in range(10):
-        state = agent.run(state, iterations // 10)
+        state, _ = agent.run(state, iterations // 10)
     returns = Evaluator(cfg, agent)(state.params, cfg.train.total_env_steps).mean(axis=1)
     print(name, [round(float(r)) for r in returns], "mean", round(float(returns.mean())),
           "at 500:", int((returns >= 499.5).sum()), "/ 8", f"{time.time() - started:.0f}s", flush=True)

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 
 from jaxdqn import replay
-from jaxdqn.agents.dqn import DQNAgent, Schedule
+from jaxdqn.agents.dqn import DQNAgent, TargetUpdate
+from jaxdqn.agents.schedule import Schedule
 from jaxdqn.agents.learner import Learner
 from jaxdqn.config import Config
 from jaxdqn.envs import TaskSet, TaskSpec
@@ -45,11 +46,25 @@ def task_batching(cfg: Config) -> str:
     return "unroll" if cfg.num_tasks == 1 else "vmap"
 
 
+def schedule(cfg: Config) -> Schedule:
+    """The run's env-step / update arithmetic (see jaxdqn.agents.schedule)."""
+    d, t = cfg.dqn, cfg.train
+    return Schedule(
+        num_envs=t.num_envs,
+        learning_starts=d.learning_starts,
+        update_every=d.update_every,
+        updates_per_round=d.updates_per_round,
+        batch_size=d.batch_size,
+        replay_capacity=d.replay_capacity,
+        epsilon_start=d.epsilon_start,
+        epsilon_end=d.epsilon_end,
+        epsilon_decay_steps=d.epsilon_decay_steps,
+    )
+
+
 def total_updates(cfg: Config) -> int:
     """Gradient steps a full run takes (per task)."""
-    d = cfg.dqn
-    learning_steps = max(0, cfg.train.total_env_steps - d.learning_starts)
-    return max(1, learning_steps * d.updates_per_round // d.update_every)
+    return max(1, schedule(cfg).updates_by(cfg.train.total_env_steps))
 
 
 def build_learner(cfg: Config, tasks: TaskSet) -> Learner:
@@ -122,25 +137,12 @@ def eval_epsilon(cfg: Config, tasks: TaskSet) -> float:
 def build_agent(cfg: Config) -> DQNAgent:
     d, t = cfg.dqn, cfg.train
     tasks = TaskSet(task_specs(cfg), t.num_envs, atari=atari_options(cfg))
-    schedule = Schedule(
-        num_envs=t.num_envs,
-        batch_size=d.batch_size,
-        replay_capacity=d.replay_capacity,
-        learning_starts=d.learning_starts,
-        update_every=d.update_every,
-        updates_per_round=d.updates_per_round,
-        target_update=d.target_update,
-        target_update_period=d.target_update_period,
-        polyak_tau=d.polyak_tau,
-        epsilon_start=d.epsilon_start,
-        epsilon_end=d.epsilon_end,
-        epsilon_decay_steps=d.epsilon_decay_steps,
-    )
     mesh = make_mesh(cfg.multitask.mode, tasks.num_tasks, d.batch_size)
     buffer = replay
     if tasks.is_atari:  # frames stored once; see jaxdqn/pixel_replay.py
         buffer = PixelReplay(t.num_envs, stack=cfg.atari.stack_num, frame_channels=tasks.atari.frame_channels)
-    return DQNAgent(build_learner(cfg, tasks), tasks, schedule, mesh, buffer=buffer)
+    target = TargetUpdate(d.target_update, d.target_update_period, d.polyak_tau)
+    return DQNAgent(build_learner(cfg, tasks), tasks, schedule(cfg), mesh, buffer=buffer, target=target)
 
 
 def build_eval_tasks(cfg: Config) -> TaskSet:
