@@ -7,7 +7,10 @@ For each T it measures task-updates/s and env frames/s of
 - ``unroll``: the same iteration with the T networks written out one after
   another inside the one compiled function;
 - ``loop``: the single-task iteration, jitted once, called T times per
-  iteration round from Python (one state per task).
+  iteration round from Python (one state per task);
+- ``hard`` / ``pcgrad``: the compiled iteration in hard sharing (shared torso,
+  a head per task), with plain gradients or with PCGrad on the shared torso
+  (``multitask.gradient_surgery: pcgrad``), to measure what the surgery costs.
 
 Every iteration does one env step in each of ``num_envs`` envs per task and
 one gradient update per task (``update_every = num_envs``), so a chunk of K
@@ -17,8 +20,9 @@ Usage::
 
     python benchmarks/bench_multitask.py --net minatar --tasks 1 2 4 8 16
     python benchmarks/bench_multitask.py --net mlp --tasks 1 2 4 8 16
+    python benchmarks/bench_multitask.py --net minatar --tasks 5 8 --forms hard pcgrad --tag surgery
 
-Writes ``benchmarks/results/multitask_<net>_<backend>.json`` / ``.md`` / ``.png``.
+Writes ``benchmarks/results/multitask_<net>_<backend>[_<tag>].json`` / ``.md`` / ``.png``.
 """
 
 from __future__ import annotations
@@ -45,14 +49,22 @@ NETS = {
 }
 
 
-def make_config(net: str, num_tasks: int, batching: str, num_envs: int) -> config.Config:
+FORMS = ("vmap", "unroll", "loop", "hard", "pcgrad")
+SHARING = {"hard": "none", "pcgrad": "pcgrad"}  # hard-sharing forms -> multitask.gradient_surgery
+
+
+def make_config(net: str, num_tasks: int, batching: str, num_envs: int, surgery: str | None = None) -> config.Config:
+    """Independent tasks, or hard sharing with ``surgery`` ("none" / "pcgrad") when given."""
     spec = NETS[net]
+    multitask = {"mode": "independent", "task_batching": batching}
+    if surgery is not None:
+        multitask = {"mode": "hard", "task_batching": batching, "gradient_surgery": surgery}
     return config.from_dict(
         {
             "name": "bench",
             "tasks": [{"env_id": spec["env_id"]}] * num_tasks,
             "network": spec["network"],
-            "multitask": {"mode": "independent", "task_batching": batching},
+            "multitask": multitask,
             "dqn": {
                 "batch_size": spec["batch_size"],
                 "replay_capacity": 10_000,
@@ -76,8 +88,10 @@ def _time_chunks(step, seconds: float) -> tuple[float, int]:
             return elapsed, calls
 
 
-def measure_compiled(net: str, num_tasks: int, batching: str, num_envs: int, chunk: int, seconds: float) -> dict:
-    cfg = make_config(net, num_tasks, batching, num_envs)
+def measure_compiled(
+    net: str, num_tasks: int, batching: str, num_envs: int, chunk: int, seconds: float, surgery: str | None = None
+) -> dict:
+    cfg = make_config(net, num_tasks, batching, num_envs, surgery)
     agent = build_agent(cfg)
     holder = {"state": agent.init(task_keys(cfg))}
     started = time.perf_counter()
@@ -112,7 +126,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--net", choices=sorted(NETS), default="minatar")
     parser.add_argument("--tasks", nargs="+", type=int, default=[1, 2, 4, 8, 16])
-    parser.add_argument("--forms", nargs="+", default=["vmap", "unroll", "loop"], choices=["vmap", "unroll", "loop"])
+    parser.add_argument("--forms", nargs="+", default=["vmap", "unroll", "loop"], choices=list(FORMS))
+    parser.add_argument("--tag", default="", help="suffix of the result files' names")
     parser.add_argument("--num-envs", type=int, default=1, help="envs per task (one update per iteration either way)")
     parser.add_argument("--chunk", type=int, default=100, help="iterations per compiled call")
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per measurement")
@@ -125,6 +140,10 @@ def main() -> None:
         for form in args.forms:
             if form == "loop":
                 result = measure_loop(args.net, num_tasks, args.num_envs, args.chunk, args.seconds)
+            elif form in SHARING:
+                result = measure_compiled(
+                    args.net, num_tasks, "auto", args.num_envs, args.chunk, args.seconds, surgery=SHARING[form]
+                )
             else:
                 result = measure_compiled(args.net, num_tasks, form, args.num_envs, args.chunk, args.seconds)
             row[f"{form}_task_updates_per_s"] = round(result["task_updates_per_s"], 1)
@@ -134,6 +153,8 @@ def main() -> None:
             for form in ("vmap", "unroll"):
                 if form in args.forms:
                     row[f"{form}_over_loop"] = round(row[f"{form}_task_updates_per_s"] / row["loop_task_updates_per_s"], 2)
+        if "hard" in args.forms and "pcgrad" in args.forms:
+            row["pcgrad_cost_over_hard"] = round(row["hard_task_updates_per_s"] / row["pcgrad_task_updates_per_s"], 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -147,7 +168,7 @@ def main() -> None:
         "jax": jax.__version__,
     }
     settings = {"net": args.net, **NETS[args.net], "num_envs": args.num_envs, "chunk": args.chunk, "seconds": args.seconds}
-    stem = f"multitask_{args.net}_{backend}"
+    stem = f"multitask_{args.net}_{backend}" + (f"_{args.tag}" if args.tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2))
     write_table(args.out / f"{stem}.md", rows, args.forms, machine, settings)
@@ -164,6 +185,8 @@ def write_table(path: Path, rows, forms, machine, settings) -> None:
     ]
     header = ["T"] + [f"{f} updates/s" for f in forms] + [f"{f} per-task cost (us)" for f in forms]
     header += [f"{f}/loop" for f in ("vmap", "unroll") if f in forms and "loop" in forms]
+    surgery = "hard" in forms and "pcgrad" in forms
+    header += ["pcgrad cost / hard"] if surgery else []
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + " ---: |" * len(header))
     for r in rows:
@@ -171,6 +194,7 @@ def write_table(path: Path, rows, forms, machine, settings) -> None:
         cells += [f"{r[f'{f}_task_updates_per_s']:,.0f}" for f in forms]
         cells += [f"{1e6 / r[f'{f}_task_updates_per_s']:,.0f}" for f in forms]
         cells += [f"{r[f'{f}_over_loop']:.2f}x" for f in ("vmap", "unroll") if f in forms and "loop" in forms]
+        cells += [f"{r['pcgrad_cost_over_hard']:.2f}x"] if surgery else []
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 

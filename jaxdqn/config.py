@@ -29,11 +29,14 @@ def _field(default, *, low=None, high=None, low_open=False, choices=None, help="
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-    env_id: str = _field("CartPole-v1", help="environment id (gymnax)")
+    env_id: str = _field("CartPole-v1", help="environment id (gymnax, pgx MinAtar such as minatar-breakout, or envpool Atari)")
     env_params: dict = _field({}, help="overrides of the environment's parameters, e.g. {length: 0.8}")
     name: str = _field("", help="label in metrics and plots (default: env_id)")
     weight: float = _field(1.0, low=0.0, help="w_i in the hard-sharing loss sum_i w_i L_i")
     seed_offset: int = _field(-1, low=-1, help="this task's RNG stream is seed + seed_offset (default: its index)")
+    reward_scale: float = _field(
+        1.0, low=0.0, low_open=True, help="the learner's rewards are the env's times this (episode returns in metrics stay raw)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +107,13 @@ class DQNConfig(ScheduleConfig, ReplayConfig, OptimizerConfig):
     epsilon_start: float = _field(1.0, low=0.0, high=1.0, help="exploration at step 0")
     epsilon_end: float = _field(0.05, low=0.0, high=1.0, help="exploration after the decay")
     epsilon_decay_steps: int = _field(250_000, low=1, help="env steps per task of the linear decay")
+    popart: bool = _field(False, help="PopArt: per-task normalisation of values, with outputs preserved when statistics change")
+    popart_step_size: float = _field(
+        3e-4, low=0.0, high=1.0, low_open=True,
+        help="PopArt: each TD target moves its task's mean and second moment this far (rlax.art); batch_size * it must be <= 1",
+    )
+    popart_scale_lb: float = _field(1e-4, low=0.0, low_open=True, help="PopArt: lower bound of each task's sigma")
+    popart_scale_ub: float = _field(1e6, low=0.0, low_open=True, help="PopArt: upper bound of each task's sigma")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +122,11 @@ class MultitaskConfig:
     hard_heads: str = _field("per_task", choices=("per_task", "shared"), help="hard sharing: one head per task, or one masked head")
     soft_lambda: float = _field(0.0, low=0.0, help="soft sharing: lambda in lambda*sum_{i!=j}||theta_i-theta_j||^2")
     soft_penalty_on: str = _field("all", choices=("all", "torso"), help="soft sharing: which parameters are pulled together")
+    gradient_surgery: str = _field(
+        "none",
+        choices=("none", "pcgrad"),
+        help="hard sharing: pcgrad projects each task's gradient of the shared parameters off the others' it conflicts with",
+    )
     task_batching: str = _field(
         "auto",
         choices=("auto", "vmap", "unroll"),
@@ -281,14 +296,38 @@ def _check_consistency(cfg: Config) -> None:
         )
     from jaxdqn.envs import gymnax_env
 
+    from jaxdqn.envs import pgx_env
+
     for i, task in enumerate(cfg.tasks):
         if task.env_id in gymnax_env.registered_ids():
             gymnax_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
+        elif pgx_env.is_pgx_id(task.env_id):
+            pgx_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
     check_train(cfg.train)
     check_update_every(cfg.dqn.update_every, "dqn", cfg.train.num_envs)
     if cfg.dqn.epsilon_end > cfg.dqn.epsilon_start:
         raise ConfigError(
             f"config key 'dqn.epsilon_end': got {cfg.dqn.epsilon_end}; allowed: at most dqn.epsilon_start ({cfg.dqn.epsilon_start})"
+        )
+    m, d = cfg.multitask, cfg.dqn
+    if m.gradient_surgery != "none" and m.mode != "hard":
+        raise ConfigError(
+            f"config key 'multitask.gradient_surgery': got {m.gradient_surgery!r}; allowed: 'none' unless "
+            f"multitask.mode is 'hard' (got {m.mode!r})"
+        )
+    if d.popart and m.mode == "hard" and m.hard_heads == "shared":
+        raise ConfigError(
+            "config key 'dqn.popart': got True; allowed: false when multitask.hard_heads is 'shared' "
+            "(one head cannot keep per-task statistics; use hard_heads: per_task)"
+        )
+    if d.popart and d.popart_step_size * d.batch_size > 1.0:
+        raise ConfigError(
+            f"config key 'dqn.popart_step_size': got {d.popart_step_size}; allowed: at most 1 / dqn.batch_size "
+            f"({1.0 / d.batch_size:.3g}), since every target of a batch moves the statistics this far"
+        )
+    if d.popart and d.popart_scale_lb > d.popart_scale_ub:
+        raise ConfigError(
+            f"config key 'dqn.popart_scale_lb': got {d.popart_scale_lb}; allowed: at most dqn.popart_scale_ub ({d.popart_scale_ub})"
         )
     shared_head = cfg.multitask.mode == "hard" and cfg.multitask.hard_heads == "shared"
     if shared_head and cfg.num_tasks > 1 and not cfg.atari.full_action_space:

@@ -35,6 +35,8 @@ LeafFilter = Callable[[str], bool]
 __all__ = [
     "masked_max",
     "masked_argmax",
+    "q_learning_target",
+    "double_q_learning_target",
     "q_learning",
     "double_q_learning",
     "batched_q_learning",
@@ -48,6 +50,9 @@ __all__ = [
     "soft_sharing_penalty",
     "path_contains",
     "weighted_task_sum",
+    "pcgrad_coefficients",
+    "pcgrad_project",
+    "pcgrad",
 ]
 
 _TD_LOSS_KINDS = ("huber", "squared")
@@ -146,6 +151,61 @@ def _maybe_stop(target: Array, stop_target_gradients: bool) -> Array:
     return jax.lax.stop_gradient(target) if stop_target_gradients else target
 
 
+def q_learning_target(
+    r_t: Numeric,
+    discount_t: Numeric,
+    q_t: Array,
+    action_mask_t: Optional[Array] = None,
+) -> Array:
+    """Q-learning bootstrap target for one transition.
+
+    ``target = r_t + discount_t * max_{a valid} q_t[a]``
+
+    Args:
+      r_t: reward at ``t``, float scalar.
+      discount_t: discount at ``t`` (0 at episode end), float scalar.
+      q_t: bootstrap Q-values at ``t``, shape ``[A]``.
+      action_mask_t: optional boolean ``[A]``; actions valid at ``t``.
+
+    Returns:
+      The target, a float scalar (gradients are not stopped here).
+    """
+    chex.assert_rank([r_t, discount_t, q_t], [0, 0, 1])
+    chex.assert_type([r_t, discount_t, q_t], [float, float, float])
+    _check_mask(action_mask_t, q_t)
+    return r_t + discount_t * masked_max(q_t, action_mask_t)
+
+
+def double_q_learning_target(
+    r_t: Numeric,
+    discount_t: Numeric,
+    q_t_value: Array,
+    q_t_selector: Array,
+    action_mask_t: Optional[Array] = None,
+) -> Array:
+    """Double Q-learning bootstrap target for one transition.
+
+    ``a*     = argmax_{a valid} q_t_selector[a]``
+    ``target = r_t + discount_t * q_t_value[a*]``
+
+    Args:
+      r_t: reward at ``t``, float scalar.
+      discount_t: discount at ``t`` (0 at episode end), float scalar.
+      q_t_value: Q-values at ``t`` used to evaluate the chosen action, ``[A]``.
+      q_t_selector: Q-values at ``t`` used to choose the action, ``[A]``.
+      action_mask_t: optional boolean ``[A]``; actions valid at ``t``.
+
+    Returns:
+      The target, a float scalar (gradients are not stopped here).
+    """
+    chex.assert_rank([r_t, discount_t, q_t_value, q_t_selector], [0, 0, 1, 1])
+    chex.assert_type([r_t, discount_t, q_t_value, q_t_selector], [float, float, float, float])
+    chex.assert_equal_shape([q_t_value, q_t_selector])
+    _check_mask(action_mask_t, q_t_value)
+    a_star = masked_argmax(q_t_selector, action_mask_t)
+    return r_t + discount_t * q_t_value[a_star]
+
+
 def q_learning(
     q_tm1: Array,
     a_tm1: Numeric,
@@ -175,12 +235,9 @@ def q_learning(
     Returns:
       The TD error, a float scalar.
     """
-    chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t], [1, 0, 0, 0, 1])
-    chex.assert_type([q_tm1, a_tm1, r_t, discount_t, q_t],
-                     [float, int, float, float, float])
-    _check_mask(action_mask_t, q_t)
-
-    target_tm1 = r_t + discount_t * masked_max(q_t, action_mask_t)
+    chex.assert_rank([q_tm1, a_tm1], [1, 0])
+    chex.assert_type([q_tm1, a_tm1], [float, int])
+    target_tm1 = q_learning_target(r_t, discount_t, q_t, action_mask_t)
     target_tm1 = _maybe_stop(target_tm1, stop_target_gradients)
     return target_tm1 - q_tm1[a_tm1]
 
@@ -218,15 +275,9 @@ def double_q_learning(
     Returns:
       The TD error, a float scalar.
     """
-    chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t_value, q_t_selector],
-                     [1, 0, 0, 0, 1, 1])
-    chex.assert_type([q_tm1, a_tm1, r_t, discount_t, q_t_value, q_t_selector],
-                     [float, int, float, float, float, float])
-    chex.assert_equal_shape([q_t_value, q_t_selector])
-    _check_mask(action_mask_t, q_t_value)
-
-    a_star = masked_argmax(q_t_selector, action_mask_t)
-    target_tm1 = r_t + discount_t * q_t_value[a_star]
+    chex.assert_rank([q_tm1, a_tm1], [1, 0])
+    chex.assert_type([q_tm1, a_tm1], [float, int])
+    target_tm1 = double_q_learning_target(r_t, discount_t, q_t_value, q_t_selector, action_mask_t)
     target_tm1 = _maybe_stop(target_tm1, stop_target_gradients)
     return target_tm1 - q_tm1[a_tm1]
 
@@ -586,3 +637,108 @@ def weighted_task_sum(task_losses: Array, weights: Optional[Array] = None) -> Ar
     chex.assert_type(weights, float)
     chex.assert_equal_shape([task_losses, weights])
     return jnp.sum(weights * task_losses)
+
+
+# --------------------------------------------------------------------------
+# Gradient surgery (PCGrad, Yu et al. 2020)
+# --------------------------------------------------------------------------
+
+
+def pcgrad_coefficients(gram: Array, orders: Array) -> Array:
+    """PCGrad's projections written as coefficients over the original gradients.
+
+    With ``g_1..g_T`` the tasks' gradients and ``G[i, j] = <g_i, g_j>``, task
+    ``i``'s projected gradient starts at ``g_i`` and, for each other task ``j``
+    in the order ``orders[i]``, loses its component along ``g_j`` when the two
+    conflict:
+
+    ``if <g_i', g_j> < 0:  g_i' <- g_i' - <g_i', g_j> / ||g_j||^2 * g_j``
+
+    After its last projection ``g_i'`` does not conflict with that task's
+    gradient; with two tasks that is the other task, while with three or more a
+    later projection can bring back a conflict with a task projected off earlier
+    (the procedure is sequential, as published).
+
+    Every ``g_i'`` stays a combination ``sum_k C[i, k] g_k`` of the original
+    gradients, and ``<g_i', g_j> = (C G)[i, j]``, so the whole procedure runs
+    on ``T x T`` matrices once ``G`` is known.
+
+    Args:
+      gram: float ``[T, T]``, the Gram matrix of the task gradients.
+      orders: int ``[T, T]``; row ``i`` is a permutation of ``0..T-1`` (entry
+        ``i`` itself is skipped).
+
+    Returns:
+      ``C``, float ``[T, T]``: ``g_i' = sum_k C[i, k] g_k``.
+    """
+    chex.assert_rank([gram, orders], [2, 2])
+    chex.assert_type([gram, orders], [float, int])
+    chex.assert_equal_shape([gram, orders])
+    num_tasks = gram.shape[0]
+    sq_norms = jnp.diagonal(gram)
+
+    def project_task(i, order):
+        def step(k, coeffs):
+            j = order[k]
+            dot = coeffs @ gram[:, j]
+            conflict = (j != i) & (dot < 0) & (sq_norms[j] > 0)
+            amount = jnp.where(conflict, dot / jnp.where(sq_norms[j] > 0, sq_norms[j], 1.0), 0.0)
+            return coeffs.at[j].add(-amount)
+
+        start = jax.nn.one_hot(i, num_tasks, dtype=gram.dtype)
+        return jax.lax.fori_loop(0, num_tasks, step, start)
+
+    return jax.vmap(project_task)(jnp.arange(num_tasks), orders)
+
+
+def _pcgrad_setup(task_grads: Any, keys: Array) -> tuple[Array, list, Any]:
+    leaves, treedef = jax.tree_util.tree_flatten(task_grads)
+    if not leaves:
+        raise ValueError("pcgrad: the gradient tree has no leaves")
+    num_tasks = leaves[0].shape[0]
+    chex.assert_shape(keys, (num_tasks, 2))
+    flat = [leaf.reshape(num_tasks, -1) for leaf in leaves]
+    hi = jax.lax.Precision.HIGHEST
+    gram = sum(jnp.matmul(f, f.T, precision=hi) for f in flat)
+    orders = jax.vmap(lambda k: jax.random.permutation(k, num_tasks))(keys)
+    return pcgrad_coefficients(gram, orders.astype(jnp.int32)), leaves, treedef
+
+
+def pcgrad_project(task_grads: Any, keys: Array) -> Any:
+    """Each task's gradient after PCGrad's projections (see :func:`pcgrad_coefficients`).
+
+    ``g_i' = g_i - sum_{j in order_i, conflicting} <g_i', g_j> / ||g_j||^2 g_j``
+
+    Args:
+      task_grads: a pytree whose leaves carry a leading task axis ``[T, ...]``.
+      keys: ``[T, 2]`` PRNG keys; task ``i``'s order of the other tasks is
+        ``jax.random.permutation(keys[i], T)``.
+
+    Returns:
+      A pytree like ``task_grads`` holding ``g_1'..g_T'``.
+    """
+    coeffs, leaves, treedef = _pcgrad_setup(task_grads, keys)
+    hi = jax.lax.Precision.HIGHEST
+    projected = [jnp.tensordot(coeffs, leaf, axes=1, precision=hi) for leaf in leaves]
+    return jax.tree_util.tree_unflatten(treedef, projected)
+
+
+def pcgrad(task_grads: Any, keys: Array) -> Any:
+    """PCGrad's update direction: ``sum_i g_i'`` (Yu et al. 2020).
+
+    ``g_i'`` is task ``i``'s gradient projected off every other task's gradient
+    it conflicts with, in a random order per task (:func:`pcgrad_project`).
+    With one task this is that task's gradient itself.
+
+    Args:
+      task_grads: a pytree whose leaves carry a leading task axis ``[T, ...]``.
+      keys: ``[T, 2]`` PRNG keys deciding each task's order.
+
+    Returns:
+      A pytree like one task's slice of ``task_grads``.
+    """
+    coeffs, leaves, treedef = _pcgrad_setup(task_grads, keys)
+    weights = jnp.sum(coeffs, axis=0)
+    hi = jax.lax.Precision.HIGHEST
+    summed = [jnp.tensordot(weights, leaf, axes=1, precision=hi) for leaf in leaves]
+    return jax.tree_util.tree_unflatten(treedef, summed)

@@ -187,6 +187,16 @@ def make_head(spec: NetworkSpec, num_actions: int) -> nn.Module:
     return DuelingHead(num_actions) if spec.dueling else QHead(num_actions)
 
 
+def head_output_layers(spec: NetworkSpec) -> dict[str, bool]:
+    """The head's last linear layers, by name, and whether each carries the output's shift.
+
+    ``Q = W x + b`` for a plain head; for a dueling head ``Q = V + A - mean A``, where a
+    constant added to ``A`` cancels, so only ``value`` carries a shift. PopArt rescales
+    these layers (jaxdqn.popart.preserve_linear).
+    """
+    return {"value": True, "advantage": False} if spec.dueling else {"Dense_0": True}
+
+
 @dataclasses.dataclass(frozen=True)
 class QNetwork:
     """A torso and a head with separate parameter subtrees.

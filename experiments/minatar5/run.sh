@@ -1,24 +1,65 @@
 #!/usr/bin/env bash
-# Five MinAtar games, independent vs hard vs soft sharing, 2 seeds, the same env steps per task.
-# Budget: 64k env steps per game per run (6 runs), 64 envs per game; about 40 minutes on a 2-core CPU.
-# Usage: bash experiments/minatar5/run.sh   (then: python experiments/minatar5/summarize.py)
+# MinAtar-5 through pgx at 2,048,000 env steps per game: independent, hard, hard + PopArt,
+# soft, hard + PCGrad, hard + PopArt + PCGrad, with the same settings and budget in every mode.
+#
+# Usage: bash experiments/minatar5/run.sh JOB [JOB ...]      JOB = VARIANT:SEED
+#        bash experiments/minatar5/run.sh grid               the reported grid (seeds 1-3)
+#        bash experiments/minatar5/run.sh sweep              soft lambda sweep (seed 0)
+# VARIANT: independent hard hard_popart hard_pcgrad hard_popart_pcgrad soft soft_sweep_LAMBDA
+# A finished run is skipped; an interrupted one resumes from its latest checkpoint.
+# Each run directory records the commit it ran at (commit.txt) and its wall time (wall_time.txt).
 # JAXDQN="python3 -m jaxdqn.cli" runs it without the console script installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-RUNS=experiments/minatar5/runs
+RUNS=${RUNS:-experiments/minatar5/runs}
+STEPS=2048000
+SWEEP_STEPS=512000
+SOFT_LAMBDA=${SOFT_LAMBDA:-1.0e-3}   # chosen by the sweep on seed 0 (results.md)
 COMMON=(
-  train.total_env_steps=64000 train.num_envs=64 train.log_every=6400
-  train.eval_every=32000 train.eval_episodes=5 train.checkpoint_every=0 train.keep_checkpoints=1
+  train.num_envs=128 dqn.update_every=128 dqn.batch_size=64
+  dqn.learning_rate=5.0e-4 dqn.target_update_period=250
+  dqn.learning_starts=5120 dqn.replay_capacity=100000
+  dqn.epsilon_decay_steps=204800 dqn.epsilon_end=0.05
+  train.log_every=25600 train.eval_every=204800 train.eval_episodes=16
+  train.checkpoint_every=409600 train.keep_checkpoints=1
   train.tensorboard=false train.progress=false
-  dqn.update_every=4 dqn.learning_starts=5000 dqn.epsilon_decay_steps=32000 dqn.replay_capacity=50000
 )
-for seed in 0 1; do
-  for mode in independent hard soft; do
-    dir="$RUNS/${mode}_s${seed}"
-    if [ -f "$dir/metrics.csv" ] && grep -q "^64000," "$dir/metrics.csv"; then continue; fi
-    rm -rf "$dir"
-    echo "== $mode seed $seed"
-    ${JAXDQN:-jaxdqn} train "configs/minatar5_${mode}.yaml" "${COMMON[@]}" seed=$seed --run-dir "$dir"
-    rm -rf "$dir/checkpoints"  # the replay inside is large; metrics.csv holds the results
-  done
+
+run_one() {
+  local variant=$1 seed=$2 steps=$STEPS config extra=()
+  case $variant in
+    independent) config=configs/minatar5_independent.yaml ;;
+    hard) config=configs/minatar5_hard.yaml ;;
+    hard_popart) config=configs/minatar5_hard.yaml; extra=(dqn.popart=true) ;;
+    hard_pcgrad) config=configs/minatar5_hard.yaml; extra=(multitask.gradient_surgery=pcgrad) ;;
+    hard_popart_pcgrad) config=configs/minatar5_hard.yaml; extra=(dqn.popart=true multitask.gradient_surgery=pcgrad) ;;
+    soft) config=configs/minatar5_soft.yaml; extra=(multitask.soft_lambda=$SOFT_LAMBDA) ;;
+    soft_sweep_*) config=configs/minatar5_soft.yaml; extra=(multitask.soft_lambda=${variant#soft_sweep_}); steps=$SWEEP_STEPS ;;
+    *) echo "unknown variant $variant" >&2; return 2 ;;
+  esac
+  local dir="$RUNS/${variant}_s${seed}"
+  if [ -f "$dir/wall_time.txt" ]; then echo "== $variant seed $seed: done"; return 0; fi
+  local resume=()
+  if [ -d "$dir/checkpoints" ] && ls "$dir/checkpoints" | grep -q '^[0-9]'; then resume=(--resume); fi
+  mkdir -p "$dir"
+  echo "$(git rev-parse HEAD)$(git diff --quiet HEAD -- jaxdqn configs || echo ' (with uncommitted changes)')" >> "$dir/commit.txt"
+  echo "== $variant seed $seed ${resume[*]} ($(date -u +%FT%TZ))"
+  local start=$SECONDS
+  ${JAXDQN:-jaxdqn} train "$config" "${COMMON[@]}" "${extra[@]}" train.total_env_steps=$steps seed=$seed \
+    --run-dir "$dir" "${resume[@]}"
+  echo $((SECONDS - start)) >> "$dir/wall_seconds.txt"
+  awk '{s += $1} END {print s}' "$dir/wall_seconds.txt" > "$dir/wall_time.txt"
+  # The replay inside checkpoints is large; independent runs keep their final params as teachers.
+  if [ "$variant" != independent ]; then rm -rf "$dir/checkpoints"; fi
+}
+
+jobs=()
+for arg in "$@"; do
+  case $arg in
+    grid) for seed in 1 2 3; do for v in independent hard hard_popart soft; do jobs+=("$v:$seed"); done; done
+          for seed in 1 2; do for v in hard_pcgrad hard_popart_pcgrad; do jobs+=("$v:$seed"); done; done ;;
+    sweep) for lam in 1.0e-4 1.0e-3 1.0e-2; do jobs+=("soft_sweep_$lam:0"); done ;;
+    *) jobs+=("$arg") ;;
+  esac
 done
+for job in "${jobs[@]}"; do run_one "${job%%:*}" "${job##*:}"; done

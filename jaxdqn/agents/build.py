@@ -87,6 +87,12 @@ def build_learner(cfg: Config, tasks: TaskSet) -> Learner:
         soft_lambda=m.soft_lambda,
         soft_penalty_on=m.soft_penalty_on,
         task_batching=task_batching(cfg),
+        reward_scale=tuple(t.reward_scale for t in cfg.tasks),
+        popart=d.popart,
+        popart_step_size=d.popart_step_size,
+        popart_scale_lb=d.popart_scale_lb,
+        popart_scale_ub=d.popart_scale_ub,
+        gradient_surgery=m.gradient_surgery,
     )
 
 

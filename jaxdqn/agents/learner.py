@@ -15,6 +15,23 @@ Modes:
 - ``soft``: per-task networks as in ``independent``, plus
   ``lambda * sum_{i != j} ||theta_i - theta_j||^2`` over all parameters or the
   torso only.
+
+Options (any mode unless said):
+
+- ``reward_scale``: task ``i``'s rewards are multiplied by ``reward_scale[i]``
+  in its TD targets (replay keeps the env's rewards).
+- ``popart``: per-task value normalisation (jaxdqn/popart.py). The network
+  outputs normalised values ``q~``; task ``i``'s Q-values are
+  ``sigma_i * q~ + mu_i``. Each update: unnormalised targets
+  ``y = r + gamma * Q_target(s', a*)``; statistics updated from ``y``; each
+  task's last layer rescaled so that its unnormalised outputs are unchanged;
+  loss on ``(y - mu_i') / sigma_i' - q~(s, a)``. The target network holds
+  unnormalised parameters (the statistics folded into its last layer, see
+  ``target_source``). The statistics live in the optimizer state
+  (:class:`PopArtOptState`), so checkpoints carry them.
+- ``gradient_surgery="pcgrad"`` (hard sharing): the shared parameters step
+  along PCGrad's sum of projected per-task gradients
+  (:func:`jaxdqn.losses.pcgrad`); each task's head keeps its plain gradient.
 """
 
 from __future__ import annotations
@@ -28,7 +45,8 @@ import numpy as np
 import optax
 
 from jaxdqn import losses
-from jaxdqn.networks import QNetwork
+from jaxdqn import popart as popart_lib
+from jaxdqn.networks import QNetwork, head_output_layers
 from jaxdqn.replay import Transition
 from jaxdqn import task_axis
 from jaxdqn.task_axis import TaskAxis
@@ -40,6 +58,13 @@ class LossInfo(NamedTuple):
     task_loss: jax.Array  # [T] mean TD loss per task
     q_mean: jax.Array  # [T] mean Q(s, a) of the sampled actions
     penalty: jax.Array  # [] soft-sharing penalty (0 elsewhere)
+
+
+class PopArtOptState(NamedTuple):
+    """The optimizer state of a learner with PopArt: the optimizer's own, and the statistics."""
+
+    inner: Any
+    stats: popart_lib.PopArtState  # leaves [T, 1]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -61,6 +86,20 @@ class Learner:
     soft_lambda: float = 0.0
     soft_penalty_on: str = "all"
     task_batching: str = "vmap"  # "vmap" or "unroll": how the network runs over the task axis
+    reward_scale: tuple[float, ...] | None = None  # [T] multiplies each task's rewards in its targets
+    popart: bool = False
+    popart_step_size: float = 3e-4  # per target (rlax.art); see jaxdqn/popart.py
+    popart_scale_lb: float = 1e-4
+    popart_scale_ub: float = 1e6
+    gradient_surgery: str = "none"  # "none" or "pcgrad" (hard sharing)
+
+    def __post_init__(self):
+        if self.popart and self.mode == "hard" and self.shared_head:
+            raise ValueError("PopArt needs one head per task; a shared head cannot carry per-task statistics")
+        if self.gradient_surgery not in ("none", "pcgrad"):
+            raise ValueError(f"gradient_surgery must be 'none' or 'pcgrad'; got {self.gradient_surgery!r}")
+        if self.gradient_surgery == "pcgrad" and self.mode != "hard":
+            raise ValueError(f"gradient_surgery 'pcgrad' needs hard sharing; got mode {self.mode!r}")
 
     # -- parameters ---------------------------------------------------------
 
@@ -109,7 +148,33 @@ class Learner:
         return self.learning_rate
 
     def init_opt_state(self, params: Params):
-        return self.optimizer.init(params)
+        inner = self.optimizer.init(params)
+        if self.popart:
+            return PopArtOptState(inner, popart_lib.init_stats(self.num_tasks))
+        return inner
+
+    # -- PopArt -------------------------------------------------------------
+
+    def rescale_heads(self, params: Params, old: popart_lib.PopArtState, new: popart_lib.PopArtState) -> Params:
+        """Each task's last layer rescaled from statistics ``old`` to ``new`` so that its
+        unnormalised outputs ``sigma * q~ + mu`` stay the same (jaxdqn.popart.preserve_linear)."""
+        head = dict(params["head"])
+        for name, carries_shift in head_output_layers(self.network.spec).items():
+            layer = head[name]
+            kernel, bias = jax.vmap(
+                lambda w, b, o, n: popart_lib.preserve_linear(w, b, o, n, shift=carries_shift)
+            )(layer["kernel"], layer["bias"], old, new)
+            head[name] = {**layer, "kernel": kernel, "bias": bias}
+        return {**params, "head": head}
+
+    def target_source(self, params: Params, opt_state) -> Params:
+        """What the target network follows: the online parameters, with PopArt's statistics
+        folded into the last layer (``W sigma``, ``b sigma + mu``) so that it outputs
+        unnormalised Q-values."""
+        if not self.popart:
+            return params
+        stats = opt_state.stats
+        return self.rescale_heads(params, stats, popart_lib.identity_stats(stats))
 
     def apply_gradients(self, grads: Params, opt_state, params: Params):
         """One optimizer step -> (params, opt_state)."""
@@ -135,45 +200,129 @@ class Learner:
 
     # -- learning -----------------------------------------------------------
 
-    def _task_td(self, q_tm1, q_t_target, q_t_online, batch: Transition, mask):
-        """TD errors ``[B]`` of one task's batch."""
+    def _task_td(self, q_tm1, q_t_target, q_t_online, batch: Transition, mask, reward_scale=None):
+        """TD errors ``[B]`` of one task's batch: ``y - Q(s, a)``."""
+        q_taken = jnp.take_along_axis(q_tm1, batch.action[:, None], axis=-1)[:, 0]
+        return self._task_targets(q_t_target, q_t_online, batch, mask, reward_scale) - q_taken
+
+    def _task_targets(self, q_t_target, q_t_online, batch: Transition, mask, reward_scale=None):
+        """TD targets ``[B]`` of one task's batch."""
         discount_t = self.gamma * (1.0 - batch.terminated.astype(jnp.float32))
+        reward = batch.reward if reward_scale is None else batch.reward * reward_scale
         masks = jnp.broadcast_to(mask, q_t_target.shape)
         if self.double:
-            return losses.batched_double_q_learning(
-                q_tm1, batch.action, batch.reward, discount_t, q_t_target, q_t_online, masks
-            )
-        return losses.batched_q_learning(q_tm1, batch.action, batch.reward, discount_t, q_t_target, masks)
+            return jax.vmap(losses.double_q_learning_target)(reward, discount_t, q_t_target, q_t_online, masks)
+        return jax.vmap(losses.q_learning_target)(reward, discount_t, q_t_target, masks)
 
-    def loss(self, params: Params, target_params: Params, batch: Transition):
-        """Total loss over tasks and per-task diagnostics.
+    def td_targets(self, params: Params, target_params: Params, batch: Transition) -> jax.Array:
+        """Bootstrap targets ``[T, B]`` (unnormalised), behind ``stop_gradient``.
 
-        ``batch`` leaves are ``[T, B, ...]``. The total is ``sum_i w_i L_i``
-        (``w_i = 1`` unless hard sharing sets weights) plus the soft-sharing
-        penalty when ``mode == "soft"``.
+        ``y = reward_scale_i * r + gamma * (1 - terminated) * Q_target(s', a*)`` with
+        ``a* = argmax Q_target(s')`` (or ``argmax Q_online(s')`` for Double DQN; PopArt's
+        per-task affine map keeps the argmax).
         """
-        q_tm1 = self.q_values(params, batch.obs)
         q_t_target = self.q_values(target_params, batch.next_obs)
         q_t_online = self.q_values(params, batch.next_obs) if self.double else q_t_target
         mask = jnp.asarray(self.action_mask)
-        td = jax.vmap(self._task_td)(q_tm1, q_t_target, q_t_online, batch, mask)
-        task_loss = jax.vmap(lambda e: losses.td_loss(e, self.loss_kind, self.huber_delta))(td)
-        weights = None
+        scale = None
+        if self.reward_scale is not None and any(s != 1.0 for s in self.reward_scale):
+            scale = jnp.asarray(self.reward_scale, jnp.float32)
+        targets = jax.vmap(self._task_targets, in_axes=(0, 0, 0, 0, None if scale is None else 0))(
+            q_t_target, q_t_online, batch, mask, scale
+        )
+        return jax.lax.stop_gradient(targets)
+
+    def _weights(self) -> jax.Array | None:
         if self.mode == "hard" and self.task_weights is not None:
-            weights = jnp.asarray(self.task_weights, jnp.float32)
-        total = losses.weighted_task_sum(task_loss, weights)
+            return jnp.asarray(self.task_weights, jnp.float32)
+        return None
+
+    def _losses_from_q(self, q_taken: jax.Array, targets: jax.Array, stats=None):
+        """Per-task TD losses ``[T]`` and mean unnormalised ``Q(s, a)`` ``[T]`` from ``Q(s, a)`` ``[T, B]``.
+
+        Without PopArt ``L_i = mean_b loss(y_ib - Q_i(s_b, a_b))``; with PopArt
+        statistics ``stats`` the TD error is taken in normalised space:
+        ``L_i = mean_b loss((y_ib - mu_i) / sigma_i - q~_i(s_b, a_b))``.
+        """
+        if stats is None:
+            td, q_unnormalised = targets - q_taken, q_taken
+        else:
+            td = popart_lib.normalize(stats, targets) - q_taken
+            q_unnormalised = popart_lib.unnormalize(stats, q_taken)
+        task_loss = jax.vmap(lambda e: losses.td_loss(e, self.loss_kind, self.huber_delta))(td)
+        return task_loss, jax.lax.stop_gradient(q_unnormalised).mean(axis=1)
+
+    def task_losses(self, params: Params, targets: jax.Array, batch: Transition, stats=None):
+        """Per-task TD losses ``[T]`` and the mean unnormalised ``Q(s, a)`` ``[T]`` (see ``_losses_from_q``)."""
+        q_tm1 = self.q_values(params, batch.obs)
+        q_taken = jnp.take_along_axis(q_tm1, batch.action[..., None], axis=-1)[..., 0]
+        return self._losses_from_q(q_taken, targets, stats)
+
+    def loss_on_targets(self, params: Params, targets: jax.Array, batch: Transition, stats=None):
+        """``sum_i w_i L_i`` (``w_i = 1`` unless hard sharing sets weights), plus the
+        soft-sharing penalty when ``mode == "soft"``, and per-task diagnostics."""
+        task_loss, q_mean = self.task_losses(params, targets, batch, stats)
+        total = losses.weighted_task_sum(task_loss, self._weights())
         penalty = jnp.zeros((), jnp.float32)
         if self.mode == "soft":
             mask = task_axis.part_mask(params, ("torso",) if self.soft_penalty_on == "torso" else None)
             penalty = losses.soft_sharing_penalty(params, self.soft_lambda, mask=mask)
             total = total + penalty
-        q_taken = jnp.take_along_axis(q_tm1, batch.action[..., None], axis=-1)[..., 0]
-        return total, LossInfo(task_loss, q_taken.mean(axis=1), penalty)
+        return total, LossInfo(task_loss, q_mean, penalty)
 
-    def update(self, params: Params, target_params: Params, opt_state, batch: Transition):
-        """One gradient step on all tasks -> (params, opt_state, LossInfo)."""
-        grads, info = jax.grad(self.loss, has_aux=True)(params, target_params, batch)
-        params, opt_state = self.apply_gradients(grads, opt_state, params)
+    def loss(self, params: Params, target_params: Params, batch: Transition, stats=None):
+        """Total loss over tasks and per-task diagnostics; ``batch`` leaves are ``[T, B, ...]``."""
+        targets = self.td_targets(params, target_params, batch)
+        return self.loss_on_targets(params, targets, batch, stats)
+
+    def _pcgrad_gradients(self, params: Params, targets: jax.Array, batch: Transition, stats, keys: jax.Array):
+        """Gradients with PCGrad on the shared parameters; heads per task keep their own.
+
+        Task ``i``'s gradient of ``w_i L_i`` comes from its own batch only
+        (``jax.grad`` mapped over the task axis, shared parameters broadcast), so
+        the T per-task backward passes cost about as much as the one plain backward pass.
+        """
+        weights = self._weights()
+        weights = jnp.ones((self.num_tasks,), jnp.float32) if weights is None else weights
+
+        def one_task(task_params, obs, action, task_targets, task_stats):
+            q = self.network.apply(task_params, obs)
+            q_taken = jnp.take_along_axis(q, action[:, None], axis=-1)[:, 0]
+            as_batch = None if task_stats is None else jax.tree_util.tree_map(lambda x: x[None], task_stats)
+            task_loss, q_mean = self._losses_from_q(q_taken[None], task_targets[None], as_batch)
+            return task_loss[0], q_mean[0]
+
+        per_task = jax.vmap(
+            jax.value_and_grad(one_task, has_aux=True),
+            in_axes=(self.param_axes(), 0, 0, 0, None if stats is None else 0),
+        )
+        (task_loss, q_mean), task_grads = per_task(params, batch.obs, batch.action, targets, stats)
+        task_grads = jax.tree_util.tree_map(lambda g: g * weights.reshape((-1,) + (1,) * (g.ndim - 1)), task_grads)
+        axes = self.param_axes()
+        shared = {part: task_grads[part] for part in ("torso", "head") if axes[part] is None}
+        projected = losses.pcgrad(shared, keys)
+        grads = {part: projected[part] if axes[part] is None else task_grads[part] for part in ("torso", "head")}
+        return grads, LossInfo(task_loss, q_mean, jnp.zeros((), jnp.float32))
+
+    def update(self, params: Params, target_params: Params, opt_state, batch: Transition, keys: jax.Array | None = None):
+        """One gradient step on all tasks -> (params, opt_state, LossInfo).
+
+        ``keys [T, 2]`` decide PCGrad's random orders (needed only with gradient surgery).
+        """
+        targets = self.td_targets(params, target_params, batch)
+        stats, inner = None, opt_state
+        if self.popart:
+            inner = opt_state.inner
+            stats = popart_lib.update_stats(
+                opt_state.stats, targets, self.popart_step_size, self.popart_scale_lb, self.popart_scale_ub
+            )
+            params = self.rescale_heads(params, opt_state.stats, stats)
+        if self.gradient_surgery == "pcgrad":
+            grads, info = self._pcgrad_gradients(params, targets, batch, stats, keys)
+        else:
+            grads, info = jax.grad(self.loss_on_targets, has_aux=True)(params, targets, batch, stats)
+        params, inner = self.apply_gradients(grads, inner, params)
+        opt_state = PopArtOptState(inner, stats) if self.popart else inner
         return params, opt_state, info
 
 
@@ -195,3 +344,4 @@ def epsilon_greedy(key: jax.Array, q: jax.Array, epsilon: jax.Array, action_mask
     random_actions = jax.random.categorical(action_key, logits, shape=(batch,))
     explore = jax.random.uniform(explore_key, (batch,)) < epsilon
     return jnp.where(explore, random_actions, greedy).astype(jnp.int32)
+

@@ -9,10 +9,11 @@ set, and each task's actions are the first ``n_i`` of a common count
 Consecutive tasks with the same env id form a group that is stepped with one
 vmap (e.g. CartPole variants with different pole lengths); different env
 types are stepped one group after another inside the same compiled function.
+gymnax and pgx (MinAtar) tasks mix freely: both are pure JAX.
 
 envpool Atari ids (``Pong-v5``, ...) make ``envpool_env.AtariGroup`` groups,
 one envpool pool per task, configured by the ``atari`` options; a task set is
-either all Atari or all gymnax.
+either all Atari or all pure JAX (gymnax, pgx).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn.envs import envpool_env, gymnax_env
+from jaxdqn.envs import envpool_env, gymnax_env, pgx_env
 from jaxdqn.envs.base import EnvStep
 from jaxdqn.errors import ConfigError
 
@@ -41,7 +42,18 @@ class TaskSpec:
 
 
 def known_env_ids() -> list[str]:
-    return gymnax_env.registered_ids() + list(envpool_env.registered_ids())
+    return gymnax_env.registered_ids() + list(pgx_env.registered_ids()) + list(envpool_env.registered_ids())
+
+
+def group_key(task: TaskSpec):
+    """Consecutive tasks with equal keys are stepped as one group.
+
+    gymnax takes per-task parameters inside one vmap; pgx fixes its parameters
+    when the environment is built, so pgx tasks group by id and parameters.
+    """
+    if pgx_env.is_pgx_id(task.env_id):
+        return task.env_id, tuple(sorted(task.env_params.items()))
+    return task.env_id
 
 
 def _check_env_id(env_id: str) -> None:
@@ -72,15 +84,17 @@ class TaskSet:
         self.num_envs = num_envs
         self.is_atari = _check_atari_tasks(self.tasks)
         self.atari = (atari or envpool_env.AtariOptions()) if self.is_atari else None
-        self.groups: list[tuple[gymnax_env.GymnaxGroup | envpool_env.AtariGroup, slice]] = []
+        self.groups: list[tuple[gymnax_env.GymnaxGroup | pgx_env.PgxGroup | envpool_env.AtariGroup, slice]] = []
         start = 0
         while start < len(tasks):
             stop = start
-            while stop < len(tasks) and tasks[stop].env_id == tasks[start].env_id:
+            while stop < len(tasks) and group_key(tasks[stop]) == group_key(tasks[start]):
                 stop += 1
             if self.is_atari:
                 seeds = [envpool_env.pool_seed(self.atari.seed, i) for i in range(start, stop)]
                 group = envpool_env.AtariGroup(tasks[start].env_id, seeds, num_envs, self.atari)
+            elif pgx_env.is_pgx_id(tasks[start].env_id):
+                group = pgx_env.PgxGroup(tasks[start].env_id, [t.env_params for t in tasks[start:stop]], num_envs)
             else:
                 group = gymnax_env.GymnaxGroup(
                     tasks[start].env_id, [t.env_params for t in tasks[start:stop]], num_envs

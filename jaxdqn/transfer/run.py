@@ -306,6 +306,16 @@ def build_transfer_agent(cfg: tconfig.TransferConfig) -> tuple[DQNAgent, Config,
     run = cfg.run
     if tr.method == "finetune" and tr.finetune.learning_rate > 0:
         run = dataclasses.replace(run, dqn=dataclasses.replace(run.dqn, learning_rate=tr.finetune.learning_rate))
+    if run.dqn.popart and tr.method in ("progressive", "distill"):
+        raise ConfigError(
+            f"config key 'dqn.popart': got True; allowed: false with transfer.method {tr.method!r} "
+            "(PopArt runs with scratch and finetune)"
+        )
+    if run.multitask.gradient_surgery != "none" and tr.method == "distill":
+        raise ConfigError(
+            f"config key 'multitask.gradient_surgery': got {run.multitask.gradient_surgery!r}; allowed: 'none' "
+            "with transfer.method 'distill'"
+        )
     agent = build_agent(run)
     sources = [load_source(path, "source checkpoint") for path in tr.sources] if tr.method != "scratch" else []
     for src in sources:
