@@ -69,30 +69,22 @@ def total_updates(cfg: Config) -> int:
 
 def build_learner(cfg: Config, tasks: TaskSet) -> Learner:
     d, m = cfg.dqn, cfg.multitask
+    same_name = {
+        **{k: getattr(d, k) for k in ("gamma", "double", "huber_delta", "learning_rate", "adam_eps", "max_grad_norm")},
+        **{k: getattr(d, k) for k in ("popart", "popart_step_size", "popart_scale_lb", "popart_scale_ub")},
+        **{k: getattr(m, k) for k in ("mode", "soft_lambda", "soft_penalty_on", "gradient_surgery")},
+    }
     return Learner(
         network=QNetwork(network_spec(cfg), tasks.num_actions),
         num_tasks=tasks.num_tasks,
         action_mask=np.asarray(tasks.action_mask),
-        mode=m.mode,
         shared_head=m.hard_heads == "shared",
         task_weights=tuple(t.weight for t in cfg.tasks),
-        gamma=d.gamma,
-        double=d.double,
-        loss_kind=d.loss,
-        huber_delta=d.huber_delta,
-        learning_rate=d.learning_rate,
-        lr_decay_updates=total_updates(cfg) if d.lr_decay else 0,
-        adam_eps=d.adam_eps,
-        max_grad_norm=d.max_grad_norm,
-        soft_lambda=m.soft_lambda,
-        soft_penalty_on=m.soft_penalty_on,
-        task_batching=task_batching(cfg),
         reward_scale=tuple(t.reward_scale for t in cfg.tasks),
-        popart=d.popart,
-        popart_step_size=d.popart_step_size,
-        popart_scale_lb=d.popart_scale_lb,
-        popart_scale_ub=d.popart_scale_ub,
-        gradient_surgery=m.gradient_surgery,
+        loss_kind=d.loss,
+        lr_decay_updates=total_updates(cfg) if d.lr_decay else 0,
+        task_batching=task_batching(cfg),
+        **same_name,
     )
 
 
