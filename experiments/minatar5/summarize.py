@@ -1,4 +1,14 @@
-"""Table and curves of the MinAtar multi-task experiment (experiments/minatar5/run.sh)."""
+"""Tables and curves of the MinAtar-5 experiment (experiments/minatar5/run.sh).
+
+Reads every finished run under ``runs/`` (``VARIANT_sSEED`` with ``wall_time.txt``)
+and writes ``results.md`` (final greedy return per game, mean +- std over
+seeds; per variant the mean over games of return relative to independent;
+the soft lambda sweep; env steps/s and wall time per run) and ``curves.png``
+(greedy evaluation return per game against env steps, mean over seeds with a
+band of +- one standard deviation).
+
+Usage: python experiments/minatar5/summarize.py
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -14,70 +25,97 @@ import matplotlib.pyplot as plt
 from jaxdqn.logging import read_metrics
 
 HERE = Path(__file__).parent
-MODES = ("independent", "hard", "soft")
+VARIANTS = ("independent", "hard", "hard_popart", "soft", "hard_pcgrad", "hard_popart_pcgrad")
+
+
+def finished_runs(root: Path) -> dict[str, dict[int, Path]]:
+    runs = defaultdict(dict)
+    for run_dir in sorted(root.glob("*_s*")):
+        if (run_dir / "wall_time.txt").is_file() and (run_dir / "metrics.csv").is_file():
+            variant, seed = run_dir.name.rsplit("_s", 1)
+            runs[variant][int(seed)] = run_dir
+    return runs
+
+
+def eval_curve(rows: list[dict], task: str) -> tuple[np.ndarray, np.ndarray]:
+    points = [(r["env_steps"], r["eval_return"]) for r in rows if r["task"] == task and not math.isnan(r["eval_return"])]
+    steps, values = zip(*points) if points else ((), ())
+    return np.asarray(steps), np.asarray(values)
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def main() -> None:
-    runs = defaultdict(list)  # mode -> list of rows per seed
-    for run_dir in sorted((HERE / "runs").glob("*_s*")):
-        if (run_dir / "metrics.csv").is_file():
-            runs[run_dir.name.rsplit("_s", 1)[0]].append(read_metrics(run_dir))
-    games = sorted({r["task"] for rows in runs["independent"] for r in rows if r["task"] != "mean"})
+    runs = finished_runs(HERE / "runs")
+    metrics = {(v, s): read_metrics(d) for v, seeds in runs.items() for s, d in seeds.items()}
+    games = [t for t in dict.fromkeys(r["task"] for rows in metrics.values() for r in rows) if t != "mean"]
+    final = {key: {g: eval_curve(rows, g)[1][-1] for g in games} for key, rows in metrics.items()}
+    variants = [v for v in VARIANTS if v in runs]
 
-    def final(rows, game, metric):
-        values = [r[metric] for r in rows if r["task"] == game and not math.isnan(r[metric])]
-        return values[-1] if values else math.nan
-
-    table = {}
-    for mode in MODES:
-        for game in games:
-            per_seed = [final(rows, game, "eval_return") for rows in runs[mode]]
-            table[mode, game] = sum(per_seed) / len(per_seed) if per_seed else math.nan
     lines = [
-        "Final greedy evaluation return (5 episodes per game, mean over seeds) after 64k env steps per game.",
+        "# MinAtar-5 through pgx at 2,048,000 env steps per game",
         "",
-        "| game | " + " | ".join(MODES) + " |",
-        "| --- |" + " ---: |" * len(MODES),
+        "Final greedy return (epsilon 0, 16 evaluation episodes per game at the end of training), mean ± std over seeds.",
+        "",
+        "| game | " + " | ".join(variants) + " |",
+        "| --- |" + " ---: |" * len(variants),
     ]
-    for game in games:
-        lines.append(f"| {game} | " + " | ".join(f"{table[m, game]:.2f}" for m in MODES) + " |")
-    relative = []
-    for mode in MODES:
-        ratios = [table[mode, g] / table["independent", g] for g in games if table["independent", g] > 0]
-        relative.append(f"{sum(ratios) / len(ratios):.2f}" if ratios else "n/a")
-    lines.append("| **mean of return / independent** | " + " | ".join(relative) + " |")
-    seeds = {m: len(runs[m]) for m in MODES}
-    lines += [
-        "",
-        f"Seeds per mode: {seeds}. Games where independent scored 0 are left out of the ratio.",
-        "",
-        "Command: `bash experiments/minatar5/run.sh && python experiments/minatar5/summarize.py`.",
-        "Budget per run: 64k env steps per game (64 envs per game), one gradient step per game every 4 env steps",
-        "(16k per game), replay 50k per game, epsilon 1 -> 0.1 over 32k steps, MinAtar CNN, the settings of",
-        "configs/minatar5_{independent,hard,soft}.yaml otherwise (soft: lambda 1e-3 on the torso).",
-        "The six runs took 17 minutes of wall time on the 2-core CPU (jax 0.10.2), half of it beside a test run.",
-        "Curves: curves.png (training episode return per game and the mean over games). Freeway's panel is",
-        "empty: its episodes last 2,500 steps and each of the 64 envs plays only 1,000, so no training",
-        "episode ends; its evaluation episodes (time limit) do, and are in the table.",
-    ]
+    for g in games:
+        cells = [mean_std([final[v, s][g] for s in runs[v]]) for v in variants]
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    lines.append("| seeds | " + " | ".join(",".join(str(s) for s in sorted(runs[v])) for v in variants) + " |")
+
+    # Return relative to independent, per game on the mean over seeds, then averaged over games.
+    base = {g: np.mean([final["independent", s][g] for s in runs["independent"]]) for g in games} if "independent" in runs else {}
+    lines += ["", "Mean over games of (variant's mean final return) / (independent's mean final return):", ""]
+    lines += ["| variant | relative to independent | per game |", "| --- | ---: | --- |"]
+    for v in variants:
+        ratios = {g: np.mean([final[v, s][g] for s in runs[v]]) / base[g] for g in games if base.get(g, 0) > 0}
+        per_game = ", ".join(f"{g.split('-')[-1]} {r:.2f}" for g, r in ratios.items())
+        overall = f"{np.mean(list(ratios.values())):.2f}" if ratios else "n/a"
+        lines.append(f"| {v} | {overall} | {per_game} |")
+
+    sweep = sorted((v, s) for v, seeds in runs.items() if v.startswith("soft_sweep_") for s in seeds)
+    if sweep:
+        lines += ["", "Soft-sharing lambda sweep (seed 0 only, 512,000 env steps per game): final greedy return.", ""]
+        lines += ["| lambda | " + " | ".join(games) + " | mean |", "| --- |" + " ---: |" * (len(games) + 1)]
+        for v, s in sweep:
+            values = [final[v, s][g] for g in games]
+            lines.append(f"| {v.removeprefix('soft_sweep_')} | " + " | ".join(f"{x:.2f}" for x in values) + f" | {np.mean(values):.2f} |")
+
+    lines += ["", "Throughput and wall time per run (env steps/s summed over the five games, mean over the run's chunks):", ""]
+    lines += ["| run | env steps/s | wall time (min) | commit |", "| --- | ---: | ---: | --- |"]
+    total_s = 0.0
+    for (v, s), rows in sorted(metrics.items()):
+        rate = np.mean([r["steps_per_sec"] for r in rows if r["task"] == "mean"][1:])  # first chunk compiles
+        wall = float((runs[v][s] / "wall_time.txt").read_text().split()[0])
+        total_s += wall
+        commit = (runs[v][s] / "commit.txt").read_text().split()[0][:10] if (runs[v][s] / "commit.txt").is_file() else "?"
+        lines.append(f"| {v} seed {s} | {rate:,.0f} | {wall / 60:.1f} | {commit} |")
+    lines += ["", f"All runs together: {total_s / 3600:.2f} hours of wall time."]
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
-    for ax, game in zip(axes.flat, games + ["mean"]):
-        for mode in MODES:
-            for i, rows in enumerate(runs[mode]):
-                points = [(r["env_steps"], r["episode_return"]) for r in rows if r["task"] == game and not math.isnan(r["episode_return"])]
-                if points:
-                    x, y = zip(*points)
-                    ax.plot(x, y, color=f"C{MODES.index(mode)}", alpha=0.8, label=mode if i == 0 else None)
-        ax.set_title("mean over games" if game == "mean" else game)
+    fig, axes = plt.subplots(1, len(games), figsize=(4 * len(games), 3.4))
+    for ax, g in zip(np.atleast_1d(axes), games):
+        for v in variants:
+            curves = [eval_curve(metrics[v, s], g) for s in runs[v]]
+            n = min(len(c[1]) for c in curves)
+            steps = curves[0][0][:n]
+            values = np.stack([c[1][:n] for c in curves])
+            mean, std = values.mean(axis=0), values.std(axis=0)
+            ax.plot(steps, mean, label=f"{v} ({len(curves)})")
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.set_title(g)
         ax.set_xlabel("env steps per game")
-        ax.set_ylabel("training episode return")
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend()
+    np.atleast_1d(axes)[0].set_ylabel("greedy return")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(HERE / "curves.png", dpi=100)
+    fig.savefig(HERE / "curves.png", dpi=110)
 
 
 if __name__ == "__main__":
