@@ -11,18 +11,25 @@ with three items:
 
 orbax writes each step into a temporary folder and renames it only when
 complete, and deletes old steps only after a newer one is committed, so an
-interrupted save leaves the previous checkpoint intact.
+interrupted save leaves the previous checkpoint intact. A save that fails to
+write (disk full, quota, permissions) removes its temporary folder and raises
+a ``CheckpointWriteError`` whose one line names the step, the reason and the
+checkpoint that is still the latest.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
-from jaxdqn.errors import CheckpointError
+from jaxdqn.errors import CheckpointError, CheckpointWriteError
 
 
 def _path_str(path) -> str:
@@ -74,24 +81,70 @@ def _abstract(tree: Any) -> Any:
     return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def write_failure_reason(err: BaseException) -> str | None:
+    """Why a write failed ("No space left on device", ...), or ``None`` if ``err`` is not a
+    failed write. Python file writes raise ``OSError``; tensorstore (the arrays) raises a
+    ``ValueError`` whose message ends in ``[os_error_code='28']``."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    match = re.search(r"os_error_code='?(\d+)", str(err))
+    return os.strerror(int(match.group(1))) if match else None
+
+
+class _DropWriteFailureTracebacks(logging.Filter):
+    """orbax logs a failed background write with a traceback from each of its threads;
+    ``Checkpointer.save`` reports the failure in one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[1] is not None and write_failure_reason(record.exc_info[1]))
+
+
+_ABSL_FILTER = _DropWriteFailureTracebacks()
+
+
 class Checkpointer:
     """Saves and restores the checkpoints of one run directory."""
 
     def __init__(self, directory: str | Path, keep: int = 3):
         self.directory = Path(directory).absolute()
+        self.keep = keep
         self.manager = _manager(self.directory, keep)
+        logging.getLogger("absl").addFilter(_ABSL_FILTER)  # adding the same filter twice is a no-op
 
     def save(self, step: int, state: Any, meta: dict) -> None:
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                params=ocp.args.StandardSave(state.params),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
-        )
-        self.manager.wait_until_finished()
+        """Writes ``step``; a failed write leaves the previous checkpoints as they were."""
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    params=ocp.args.StandardSave(state.params),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                force=True,
+            )
+            self.manager.wait_until_finished()
+        except Exception as err:
+            reason = write_failure_reason(err)
+            if reason is None:
+                raise
+            self._finish_background_writes()
+            for partial in self.directory.glob(f"{step}.*tmp*"):
+                shutil.rmtree(partial, ignore_errors=True)
+            latest = self.latest_step()
+            kept = f"the checkpoint at env step {latest} is intact and still the latest" if latest is not None else "no earlier checkpoint exists"
+            raise CheckpointWriteError(
+                f"could not write the checkpoint at env step {step} in {self.directory}: {reason}; {kept}"
+            ) from err
+
+    def _finish_background_writes(self) -> None:
+        """After a failed save orbax's other writer threads may still run; they end when
+        the manager closes. A fresh manager takes its place for any later save."""
+        try:
+            self.manager.close()
+        except Exception:  # the same failure again, already being reported
+            pass
+        self.manager = _manager(self.directory, self.keep)
 
     def latest_step(self) -> int | None:
         """The newest step whose items were all written (half-written folders are skipped)."""

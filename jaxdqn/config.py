@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,8 @@ def _check_scalar(value: Any, kind: type, f: dataclasses.Field, key: str) -> Any
         ok = isinstance(value, kind)
     if not ok:
         raise ConfigError(f"config key '{key}': got {value!r} ({type(value).__name__}); allowed: {allowed}")
+    if kind is float and not math.isfinite(value):  # nan passes every range comparison
+        raise ConfigError(f"config key '{key}': got {value!r}; allowed: a finite number ({allowed})")
     meta = f.metadata
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"config key '{key}': got {value!r}; allowed: {allowed}")
@@ -266,8 +269,18 @@ def _convert(kind, value, f: dataclasses.Field, key: str):
     if origin is dict or kind is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': got {value!r}; allowed: a mapping")
+        _check_finite_entries(value, key)
         return dict(value)
     return _check_scalar(value, kind, f, key)
+
+
+def _check_finite_entries(mapping: dict, key: str) -> None:
+    """Free-form mappings (env params) get no per-key range, but nan and inf are never meant."""
+    for name, value in mapping.items():
+        if isinstance(value, dict):
+            _check_finite_entries(value, f"{key}.{name}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{key}.{name}': got {value!r}; allowed: a finite number")
 
 
 def _check_consistency(cfg: Config) -> None:
@@ -305,6 +318,7 @@ def _check_consistency(cfg: Config) -> None:
             pgx_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
     check_train(cfg.train)
     check_update_every(cfg.dqn.update_every, "dqn", cfg.train.num_envs)
+    check_batch_fits(cfg.dqn, "dqn", "transitions")
     if cfg.dqn.epsilon_end > cfg.dqn.epsilon_start:
         raise ConfigError(
             f"config key 'dqn.epsilon_end': got {cfg.dqn.epsilon_end}; allowed: at most dqn.epsilon_start ({cfg.dqn.epsilon_start})"
@@ -354,6 +368,14 @@ def check_train(t: TrainConfig) -> None:
             raise ConfigError(
                 f"config key 'train.{key}': got {value}; allowed: 0 or a multiple of train.log_every ({t.log_every})"
             )
+
+
+def check_batch_fits(section: ReplayConfig, name: str, items: str) -> None:
+    if section.batch_size > section.replay_capacity:
+        raise ConfigError(
+            f"config key '{name}.batch_size': got {section.batch_size}; allowed: at most {name}.replay_capacity "
+            f"({section.replay_capacity}), the {items} a task's replay holds"
+        )
 
 
 def check_update_every(update_every: int, section: str, num_envs: int) -> None:
@@ -439,17 +461,29 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """A YAML config file as a mapping; one-line errors for a missing or malformed file."""
+    """The top-level mapping of a YAML config file; a missing, unreadable, empty or
+    non-mapping file is a ``ConfigError`` (an empty file would otherwise train the defaults)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {err.start}); is it a YAML file?") from None
+    except OSError as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
-    return data or {}
+        message = " ".join(str(err).split())  # one line
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {message}") from None
+    if data is None:
+        raise ConfigError(f"config file {str(path)!r} is empty; allowed: a YAML mapping of config keys (see configs/)")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {str(path)!r}: got a {type(data).__name__} at the top level; allowed: a mapping of config keys"
+        )
+    return data
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Config:

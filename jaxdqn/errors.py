@@ -11,3 +11,11 @@ class ConfigError(JaxdqnError, ValueError):
 
 class CheckpointError(JaxdqnError):
     """A checkpoint is missing, unreadable or does not fit the network."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (disk full, quota, permissions); earlier ones are intact."""
+
+
+class NonFiniteError(JaxdqnError):
+    """Training produced nan or inf in a task's loss or parameters; nothing of that state is saved."""

@@ -18,6 +18,12 @@
   written (they are written right after), so the newest ``num_envs``
   transitions wait one iteration to be drawable.
 
+Ctrl-C during a host-stepped chunk: every compiled piece donates the state it
+is given, the caller's included, so the caller's state is gone once the chunk
+has begun. ``HostRunner.run`` therefore defers Ctrl-C to the end of the
+iteration in flight and raises ``ChunkInterrupted`` carrying the state reached
+there, which the training loop saves. A second Ctrl-C stops at once, unsaved.
+
 envpool cannot save its emulators, so ``after_restore`` (on resume) resets
 the Atari pools and starts new episodes; replay is kept, with a break marked
 so that no transition joins the old and the new episodes. A resumed Atari run
@@ -27,11 +33,15 @@ runs do).
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn.agents.dqn import DQNAgent
+from jaxdqn.agents.dqn import DQNAgent, TrainState
 from jaxdqn.envs import TaskSet
 
 
@@ -57,6 +67,36 @@ def reset_atari(tasks: TaskSet):
         states.append(group.fresh_state(lives))
         obs.append(jnp.asarray(group_obs))
     return tuple(states), jnp.concatenate(obs, axis=0)
+
+
+class ChunkInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside a chunk; ``state`` is the state at the end of the last whole
+    iteration (``None`` after a second Ctrl-C: nothing usable to save)."""
+
+    def __init__(self, state: TrainState | None):
+        super().__init__()
+        self.state = state
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Yields a flag set by Ctrl-C instead of raising; a second Ctrl-C raises at once."""
+    requested = threading.Event()
+    main_thread = threading.current_thread() is threading.main_thread()  # signals reach the main thread only
+    if not main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield requested  # Ctrl-C is ignored or someone else's: leave it so
+        return
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise ChunkInterrupted(None)
+        requested.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Runner:
@@ -107,17 +147,20 @@ class HostRunner(Runner):
     def run(self, state, num_iterations: int):
         agent, groups = self.agent, self.agent.tasks.groups
         env_steps = int(state.env_steps)
-        metrics = self._empty_metrics()
-        for _ in range(num_iterations):
-            state, actions, update_keys = self._act(state)
-            host_actions = np.asarray(actions)  # waits for acting only
-            for group, sl in groups:
-                group.host_send(host_actions[sl])
-            env_steps += agent.tasks.num_envs
-            if agent.learn_due(env_steps):  # same rule as the compiled iteration, at the count it ends at
-                state, metrics = self._learn(state, metrics, update_keys)  # runs while the emulators step
-            raws = tuple(group.host_recv() for group, _ in groups)
-            state, metrics = self._record(state, metrics, actions, raws)
+        with _ctrl_c_deferred() as ctrl_c:
+            metrics = self._empty_metrics()
+            for _ in range(num_iterations):
+                state, actions, update_keys = self._act(state)
+                host_actions = np.asarray(actions)  # waits for acting only
+                for group, sl in groups:
+                    group.host_send(host_actions[sl])
+                env_steps += agent.tasks.num_envs
+                if agent.learn_due(env_steps):  # same rule as the compiled iteration, at the count it ends at
+                    state, metrics = self._learn(state, metrics, update_keys)  # runs while the emulators step
+                raws = tuple(group.host_recv() for group, _ in groups)
+                state, metrics = self._record(state, metrics, actions, raws)
+                if ctrl_c.is_set():
+                    raise ChunkInterrupted(state)
         return state, metrics
 
 

@@ -3,12 +3,21 @@
 ``metrics.csv`` is in long form: each host visit writes one row per task and
 one row with ``task = "mean"`` (the mean over tasks), so ``jaxdqn plot`` and
 pandas read every task and the average the same way.
+
+A resumed run continues from its checkpoint's env step, and a hard kill can
+leave rows (and TensorBoard events) of later steps behind. The writer of a
+run that starts at env step S is opened with ``keep_through=S``: rows beyond
+S are dropped (the file is rewritten atomically) and TensorBoard is told to
+hide events from step S + 1 on (``purge_step``), so every logged step appears
+exactly once.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
+import time
 from pathlib import Path
 
 from jaxdqn.errors import JaxdqnError
@@ -38,12 +47,45 @@ def _mean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-class MetricsWriter:
-    """Appends rows to ``metrics.csv`` and mirrors them to TensorBoard."""
+def keep_rows_through(path: Path, env_steps: int) -> int:
+    """Rewrites ``metrics.csv`` (temporary file + rename) with only the complete rows
+    at ``env_steps`` or before; returns how many rows were dropped."""
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]  # a hard kill can cut the last line
+    kept, dropped = [], 0
+    for row in csv.DictReader(complete.splitlines()):
+        try:
+            keep = float(row["env_steps"]) <= env_steps
+        except (KeyError, TypeError, ValueError):  # a damaged row
+            keep = False
+        if keep:
+            kept.append(row)
+        else:
+            dropped += 1
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return dropped
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+
+class MetricsWriter:
+    """Appends rows to ``metrics.csv`` and mirrors them to TensorBoard.
+
+    ``keep_through``: the env step the run starts from (0, or the restored
+    checkpoint's); rows and events written beyond it by an earlier process are
+    dropped. ``None`` appends to whatever the file holds.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, keep_through: int | None = None):
         self.path = Path(run_dir) / "metrics.csv"
-        is_new = not self.path.exists()
+        if keep_through is not None and self.path.exists():
+            keep_rows_through(self.path, keep_through)
+        is_new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = self.path.open("a", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS)
         if is_new:
@@ -52,7 +94,12 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            purge_step = None if keep_through is None else keep_through + 1
+            # tensorboardX names event files by the second and opens them with "wb": the
+            # suffix keeps a writer opened within the same second from replacing the last one's file
+            self._tb = SummaryWriter(
+                str(Path(run_dir) / "tensorboard"), purge_step=purge_step, filename_suffix=f".{time.time_ns()}"
+            )
 
     def write(self, common: dict, per_task: dict[str, dict]) -> None:
         """``common`` holds run-wide values; ``per_task[label]`` each task's values."""

@@ -17,6 +17,7 @@ checkpoint records, extra columns of a row, and anything written next to
 from __future__ import annotations
 
 import datetime
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from jaxdqn.config import TrainConfig
 from jaxdqn.errors import JaxdqnError
 from jaxdqn.host_loop import make_runner
 from jaxdqn.logging import MetricsWriter
+from jaxdqn.nonfinite import check_finite
 
 
 def new_run_dir(output_dir: str, name: str) -> Path:
@@ -100,6 +102,9 @@ def run(job: Job, run_dir: Path, resume: bool = False):
     ckpt_dir = run_dir / "checkpoints"
     checkpointer = Checkpointer(ckpt_dir, keep=t.keep_checkpoints)
     runner = make_runner(system)  # the system's compiled chunks, or the host-stepped Atari loop
+    if resume and checkpointer.latest_step() is None:  # stopped before its first checkpoint was complete
+        print(f"--resume: no complete checkpoint in {ckpt_dir} yet; starting the run from env step 0", file=sys.stderr)
+        resume = False
     if resume:
         state, _ = checkpointer.restore_state(jax.eval_shape(system.init, job.task_keys))
         state = runner.after_restore(state)
@@ -109,19 +114,21 @@ def run(job: Job, run_dir: Path, resume: bool = False):
     job.start(run_dir, resume, state)
 
     env_steps = int(state.env_steps)
-    chunk_iterations = t.log_every // t.num_envs
-    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard)
+    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard, keep_through=env_steps)  # drops rows a killed run wrote after its checkpoint
     bar = _progress_bar(job.name, t.total_env_steps, env_steps, t.progress)
     last_eval = None
     saved_at = env_steps if resume else -1
     try:
         while env_steps < t.total_env_steps:
-            iterations = min(chunk_iterations, (t.total_env_steps - env_steps) // t.num_envs)
+            # up to the next multiple of log_every (a run saved by Ctrl-C mid-chunk realigns)
+            iterations = min(t.log_every - env_steps % t.log_every, t.total_env_steps - env_steps) // t.num_envs
             started = time.perf_counter()
             state, metrics = runner.run(state, iterations)
             jax.block_until_ready(state)
             elapsed = time.perf_counter() - started
             env_steps = int(state.env_steps)
+            labels = system.tasks.labels
+            check_finite(state.params, system.learner.param_axes(), metrics, labels, env_steps)  # before anything is written
             finished = env_steps >= t.total_env_steps
             evaluation = None
             if finished or (t.eval_every and env_steps % t.eval_every == 0):
@@ -140,7 +147,10 @@ def run(job: Job, run_dir: Path, resume: bool = False):
             if finished or (t.checkpoint_every and env_steps % t.checkpoint_every == 0):
                 checkpointer.save(env_steps, state, job.meta(env_steps, last_eval))
                 saved_at = env_steps
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        state = getattr(interrupt, "state", state)  # a host-stepped chunk hands back the state it reached
+        if state is None:  # a second Ctrl-C inside a host-stepped chunk: nothing whole to save
+            raise
         jax.block_until_ready(state)  # the chunk in flight still finishes; keep it
         env_steps = int(state.env_steps)
         if saved_at != env_steps:

@@ -2,7 +2,9 @@
 
 A run directory holds ``config.yaml``, ``metrics.csv``, ``tensorboard/`` and
 ``checkpoints/``. Ctrl-C saves a checkpoint of the last finished chunk before
-leaving, so ``--resume`` continues from there.
+leaving, so ``--resume`` continues from there. Before anything is written at a
+host visit, a nan or inf in a task's loss statistics or parameters stops the
+run (``NonFiniteError``), so the last good checkpoint stays the latest.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdqn import config as config_lib
-from jaxdqn import loop
+from jaxdqn import loop, memory
 from jaxdqn.agents.build import build_agent, network_spec, task_keys
 from jaxdqn.agents.dqn import DQNAgent
 from jaxdqn.config import Config
@@ -68,6 +70,8 @@ def train(
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
     loop.check_run_dir(run_dir, resume)
     agent = build_agent(cfg) if agent is None else agent  # checks env ids and env params before anything is written
+    abstract_state = jax.eval_shape(agent.init, task_keys(cfg))  # shapes only: nothing is allocated yet
+    memory.check_state_fits(abstract_state, abstract_state.replay, "dqn.replay_capacity", cfg.dqn.replay_capacity)
     job = TrainJob(cfg, agent, extra_meta)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_lib.dump(cfg))

@@ -79,6 +79,7 @@ def _check_distill(cfg: DistillConfig) -> None:
     config_lib.check_train(cfg.train)
     config_lib.check_update_every(cfg.distill.update_every, "distill", cfg.train.num_envs)
     config_lib.check_network(cfg.network)
+    config_lib.check_batch_fits(cfg.distill, "distill", "states")
 
 
 def distill_from_dict(data: dict) -> DistillConfig:

@@ -26,7 +26,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxdqn import checkpoint, loop
+from jaxdqn import checkpoint, loop, memory
 from jaxdqn import config as config_lib
 from jaxdqn.agents.build import build_agent, build_learner, network_spec, schedule, task_keys, task_specs
 from jaxdqn.agents.dqn import DQNAgent
@@ -180,6 +180,8 @@ def distill(cfg: tconfig.DistillConfig, run_dir: str | Path | None = None, resum
     run_dir = Path(run_dir) if run_dir is not None else loop.new_run_dir(t.output_dir, cfg.name)
     loop.check_run_dir(run_dir, resume)
     setup = build_distiller(cfg)  # loads and checks the teachers before anything is written
+    abstract_state = jax.eval_shape(setup.distiller.init, task_keys(setup.student_cfg))  # shapes only
+    memory.check_state_fits(abstract_state, abstract_state.replay, "distill.replay_capacity", cfg.distill.replay_capacity)
     job = DistillJob(cfg, setup)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(tconfig.dump(cfg))
@@ -350,7 +352,7 @@ def transfer(cfg: tconfig.TransferConfig, run_dir: str | Path | None = None, res
 def _evaluate_start(run: Config, agent: DQNAgent, run_dir: Path) -> None:
     """Writes an ``env_steps = 0`` row with the evaluation of the starting parameters
     (what jumpstart compares), before the training loop appends its rows."""
-    params = agent.init(task_keys(run)).params
+    params = jax.jit(lambda keys: agent.init(keys).params)(task_keys(run))  # compiled: replay is never allocated
     returns = Evaluator(run, agent)(params, 0)
     per_task = {
         label: {"eval_return": float(returns[i].mean()), "eval_return_std": float(returns[i].std())}
