@@ -1,14 +1,14 @@
-"""The agent learns: DQN on gymnax CartPole-v1 reaches a greedy return of 400+.
+"""The agent learns: configs/cartpole_dqn.yaml balances the pole in 100k env steps.
 
-Runs the recipe of configs/cartpole_dqn.yaml for seeds 0, 1 and 2 (one compiled
-step, three states) and evaluates each final greedy policy on 20 episodes.
+Runs the recipe exactly as ``jaxdqn train configs/cartpole_dqn.yaml seed=S`` trains it
+(single task, 100k env steps) for seeds 0, 1 and 2 (one compiled step, three states),
+and evaluates each final greedy policy on 20 episodes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from jaxdqn import config
@@ -18,10 +18,12 @@ from jaxdqn.train import Evaluator
 pytestmark = pytest.mark.slow
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "cartpole_dqn.yaml"
+SOLVED = 475.0  # CartPole-v1's threshold; the episode cap is 500
 
 
 def test_dqn_learns_cartpole_over_three_seeds():
     base = config.load(RECIPE, ["train.progress=false", "train.tensorboard=false"])
+    assert base.train.total_env_steps == 100_000 and base.train.eval_epsilon == 0.0
     iterations = base.train.total_env_steps // base.train.num_envs
     agent = build_agent(base)
     before, after = [], []
@@ -35,4 +37,5 @@ def test_dqn_learns_cartpole_over_three_seeds():
         after.append(float(evaluator(state.params, base.train.total_env_steps).mean()))
     print(f"greedy return before {before}, after {after}")
     assert max(before) < 100  # an untrained network does not balance the pole
-    assert np.mean(after) >= 400, f"mean greedy return over seeds 0-2 was {np.mean(after):.1f}: {after}"
+    assert min(after) >= 150, f"a seed did not learn: greedy returns over seeds 0-2 {after}"
+    assert sum(r >= SOLVED for r in after) >= 2, f"fewer than 2 of seeds 0-2 reached {SOLVED}: {after}"
