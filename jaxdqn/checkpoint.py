@@ -78,7 +78,17 @@ def _manager(directory: Path, keep: int | None = None) -> ocp.CheckpointManager:
 
 
 def _abstract(tree: Any) -> Any:
-    return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+    """Restore targets; a leaf without a sharding goes to this process's first device, so a
+    checkpoint written over several devices or processes reads back on one."""
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def target(leaf):
+        struct = ocp.utils.to_shape_dtype_struct(leaf)
+        if isinstance(struct, jax.ShapeDtypeStruct) and struct.sharding is None:
+            return jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=here)
+        return struct
+
+    return jax.tree_util.tree_map(target, tree)
 
 
 def write_failure_reason(err: BaseException) -> str | None:

@@ -34,21 +34,42 @@ def _check_resume(args: argparse.Namespace) -> None:
         raise JaxdqnError("--resume needs --run-dir RUN_DIR (the run to continue)")
 
 
+def _start_distributed(args: argparse.Namespace) -> bool:
+    """``--distributed``: joins the other processes before anything starts a JAX backend."""
+    if not args.distributed:
+        for flag in ("coordinator_address", "num_processes", "process_id", "coordinator_timeout"):
+            if getattr(args, flag) is not None:
+                raise JaxdqnError(f"--{flag.replace('_', '-')} needs --distributed")
+        return False
+    from jaxdqn import distributed
+
+    cluster = distributed.resolve(
+        args.coordinator_address,
+        args.num_processes,
+        args.process_id,
+        timeout_s=distributed.DEFAULT_TIMEOUT_S if args.coordinator_timeout is None else args.coordinator_timeout,
+    )
+    distributed.start(cluster)
+    return True
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from jaxdqn import config
-    from jaxdqn.train import train
-
     _check_resume(args)
-    if args.distributed:
-        import jax
-
-        jax.distributed.initialize()
+    multi_process = _start_distributed(args)  # first: importing the training modules starts JAX's backend
+    from jaxdqn import config, distributed
+    from jaxdqn.train import train
     from jaxdqn.transfer.config import has_transfer_block
 
     if has_transfer_block(args.config):  # a training config with a transfer: block
+        if multi_process:
+            raise JaxdqnError("--distributed: transfer runs (a config with a transfer: block) use one process")
         return cmd_transfer(args)
     cfg = config.load(args.config, args.overrides)
+    if multi_process:
+        distributed.check_supported(cfg)
     run_dir = train(cfg, run_dir=args.run_dir, resume=args.resume)
+    if not distributed.is_primary():
+        return 0
     _report_run(
         "run finished",
         run_dir,
@@ -167,7 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--distributed",
         action="store_true",
-        help="multi-host run: call jax.distributed.initialize() first (start the same command on every host)",
+        help="one run over several processes or hosts: start the same command on every host; the coordinator address, "
+        "process count and id come from the flags below, else JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+        "JAX_PROCESS_ID, else the cluster manager (SLURM, Open MPI, Cloud TPU)",
+    )
+    p.add_argument("--coordinator-address", default=None, metavar="HOST:PORT", help="with --distributed: where process 0 listens")
+    p.add_argument("--num-processes", type=int, default=None, metavar="N", help="with --distributed: how many processes take part")
+    p.add_argument("--process-id", type=int, default=None, metavar="I", help="with --distributed: this process's id, 0 to N-1")
+    p.add_argument(
+        "--coordinator-timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="with --distributed: how long to wait for the coordinator and the other processes (default 300)",
     )
     p.set_defaults(func=cmd_train)
 

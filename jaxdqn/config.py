@@ -45,6 +45,8 @@ class NetworkConfig:
     torso: str = _field("mlp", choices=("mlp", "minatar_cnn", "nature_cnn"), help="feature extractor")
     hidden_sizes: tuple[int, ...] = _field((120, 84), help="MLP layer widths")
     dueling: bool = _field(False, help="dueling head: V(s) + A(s,a) - mean_a A(s,a)")
+    cnn_channels: int = _field(16, low=1, help="minatar_cnn only: channels of its 3x3 convolution (Young & Tian: 16)")
+    cnn_hidden: int = _field(128, low=1, help="minatar_cnn only: units of its dense layer (Young & Tian: 128)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,10 +391,18 @@ def _no_effect(key: str, value: Any, where: str) -> ConfigError:
     return ConfigError(f"config key '{key}': got {value!r}, which has no effect {where}; remove it")
 
 
-def check_network(n: NetworkConfig) -> None:
-    """``network.hidden_sizes`` shapes the MLP torso only."""
-    if n.torso != "mlp" and tuple(n.hidden_sizes) != NetworkConfig().hidden_sizes:
-        raise _no_effect("network.hidden_sizes", list(n.hidden_sizes), f"with network.torso: {n.torso} (only with mlp)")
+def check_network(n: NetworkConfig, prefix: str = "network") -> None:
+    """Width keys belong to one torso: ``hidden_sizes`` to the MLP, ``cnn_*`` to the MinAtar CNN."""
+    defaults = NetworkConfig()
+    if n.torso != "mlp" and tuple(n.hidden_sizes) != defaults.hidden_sizes:
+        raise _no_effect(f"{prefix}.hidden_sizes", list(n.hidden_sizes), f"with {prefix}.torso: {n.torso} (only with mlp)")
+    for key in ("cnn_channels", "cnn_hidden"):
+        value = getattr(n, key)
+        if n.torso != "minatar_cnn" and value != getattr(defaults, key):
+            raise ConfigError(
+                f"config key '{prefix}.{key}': got {value} with {prefix}.torso {n.torso!r}; "
+                f"allowed: only with {prefix}.torso 'minatar_cnn' (leave it out for other torsos)"
+            )
 
 
 def _check_effective(cfg: Config) -> None:

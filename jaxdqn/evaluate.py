@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn import atari, checkpoint
+from jaxdqn import atari, checkpoint, distributed
 from jaxdqn import config as config_lib
 from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon, task_keys
 from jaxdqn.agents.learner import epsilon_greedy
@@ -122,7 +122,7 @@ class Evaluator:
         """Returns ``[T, episodes]``; the keys depend only on the seed and the step."""
         base = jax.random.fold_in(jax.random.PRNGKey(self.seed), 0x5EED)
         keys = jax.random.split(jax.random.fold_in(base, env_steps), self.tasks.num_tasks)
-        return np.asarray(self._run(params, keys))
+        return np.asarray(distributed.fetch(self._run(params, keys)))  # every process gets every task's returns
 
 
 @dataclasses.dataclass

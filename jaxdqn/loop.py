@@ -7,7 +7,10 @@ every ``train.eval_every`` env steps and at the end, and checkpoints every
 ``train.checkpoint_every`` env steps and at the end, keeping the last
 ``train.keep_checkpoints``. ``resume`` continues from the latest checkpoint
 (bit for bit, for pure-JAX envs); Ctrl-C saves a checkpoint of the last
-finished chunk before leaving.
+finished chunk before leaving (with several processes it keeps the last
+periodic one instead: saving is collective). With several processes
+(:mod:`jaxdqn.distributed`) the state is built or restored straight onto the
+mesh, and process 0 alone writes metrics, events and the progress bar.
 
 What differs between the kinds of run lives in a :class:`Job`: the metadata a
 checkpoint records, extra columns of a row, and anything written next to
@@ -25,6 +28,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxdqn import distributed, sharding
 from jaxdqn.agents.system import chunk_rows
 from jaxdqn.checkpoint import Checkpointer
 from jaxdqn.config import TrainConfig
@@ -35,7 +39,8 @@ from jaxdqn.nonfinite import check_finite
 
 
 def new_run_dir(output_dir: str, name: str) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    now = distributed.agree(int(time.time()))  # one name for every process of a multi-process run
+    stamp = datetime.datetime.fromtimestamp(now).strftime("%Y%m%d-%H%M%S")
     return Path(output_dir) / f"{name}-{stamp}"
 
 
@@ -105,17 +110,22 @@ def run(job: Job, run_dir: Path, resume: bool = False):
     if resume and checkpointer.latest_step() is None:  # stopped before its first checkpoint was complete
         print(f"--resume: no complete checkpoint in {ckpt_dir} yet; starting the run from env step 0", file=sys.stderr)
         resume = False
+    # Built (or restored) straight onto the mesh: each device, and each process, holds only its own part.
+    shapes = jax.eval_shape(system.init, job.task_keys)
+    labels = system.state_labels(shapes) if system.mesh is not None else None
     if resume:
-        state, _ = checkpointer.restore_state(jax.eval_shape(system.init, job.task_keys))
+        state, _ = checkpointer.restore_state(sharding.abstract_state(shapes, system.mesh, labels))
         state = runner.after_restore(state)
     else:
-        state = system.init(job.task_keys)
+        state = sharding.init_on_mesh(system.init, job.task_keys, system.mesh, labels)
     state = system.place(state)
     job.start(run_dir, resume, state)
 
     env_steps = int(state.env_steps)
-    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard, keep_through=env_steps)  # drops rows a killed run wrote after its checkpoint
-    bar = _progress_bar(job.name, t.total_env_steps, env_steps, t.progress)
+    primary = distributed.is_primary()  # process 0 alone writes metrics, events and the bar
+    # drops rows a killed run wrote after its checkpoint
+    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard, keep_through=env_steps) if primary else None
+    bar = _progress_bar(job.name, t.total_env_steps, env_steps, t.progress and primary)
     last_eval = None
     saved_at = env_steps if resume else -1
     try:
@@ -138,10 +148,11 @@ def run(job: Job, run_dir: Path, resume: bool = False):
             if evaluation is not None:
                 job.evaluated(state, env_steps, per_task)
             steps_per_sec = iterations * t.num_envs * system.num_tasks / elapsed
-            writer.write(
-                {"env_steps": env_steps, "updates": int(state.updates), "steps_per_sec": steps_per_sec, "wall_time": time.time()},
-                per_task,
-            )
+            if writer is not None:
+                writer.write(
+                    {"env_steps": env_steps, "updates": int(state.updates), "steps_per_sec": steps_per_sec, "wall_time": time.time()},
+                    per_task,
+                )
             bar.set_postfix({"steps/s": f"{steps_per_sec:,.0f}", **job.postfix(per_task, last_eval)}, refresh=False)
             bar.update(env_steps - bar.n)
             if finished or (t.checkpoint_every and env_steps % t.checkpoint_every == 0):
@@ -153,13 +164,17 @@ def run(job: Job, run_dir: Path, resume: bool = False):
             raise
         jax.block_until_ready(state)  # the chunk in flight still finishes; keep it
         env_steps = int(state.env_steps)
-        if saved_at != env_steps:
+        if distributed.process_count() > 1:
+            # saving is collective, and the other processes may stand anywhere: keep the last periodic checkpoint
+            bar.write(f"interrupted: --resume continues from the latest checkpoint in {ckpt_dir}")
+        elif saved_at != env_steps:
             bar.write(f"interrupted: saving a checkpoint at env step {env_steps} in {ckpt_dir}")
             checkpointer.save(env_steps, state, job.meta(env_steps, last_eval))
         raise
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         checkpointer.close()
         job.close()
     return state

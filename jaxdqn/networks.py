@@ -97,6 +97,8 @@ class MinAtarTorso(nn.Module):
     """Young & Tian (2019): one 3x3 conv with 16 channels, then 128 units.
 
     Input ``[B, 10, 10, C]`` (channels last, as gymnax gives MinAtar frames).
+    ``channels`` and ``hidden`` resize it (smaller students for distillation);
+    its parameter count is ``9 C ch + ch + 64 ch hidden + hidden`` on 10x10 frames.
     """
 
     channels: int = 16
@@ -152,6 +154,10 @@ class DuelingHead(nn.Module):
         return value + advantage - advantage.mean(axis=-1, keepdims=True)
 
 
+MINATAR_CHANNELS = 16
+MINATAR_HIDDEN = 128
+
+
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
     """Everything needed to rebuild a Q-network (stored in checkpoints)."""
@@ -160,24 +166,44 @@ class NetworkSpec:
     hidden_sizes: tuple[int, ...] = (120, 84)
     dueling: bool = False
     conv_impl: str = "auto"  # how convolutions are computed; parameters are the same either way
+    cnn_channels: int = MINATAR_CHANNELS  # minatar_cnn only
+    cnn_hidden: int = MINATAR_HIDDEN  # minatar_cnn only
 
     def to_dict(self) -> dict:
-        return {"torso": self.torso, "hidden_sizes": list(self.hidden_sizes), "dueling": self.dueling}
+        data = {"torso": self.torso, "hidden_sizes": list(self.hidden_sizes), "dueling": self.dueling}
+        # The MinAtar widths are written only where they differ from Young &
+        # Tian's, so the records of default networks stay as they were.
+        if self.torso == "minatar_cnn" and (self.cnn_channels, self.cnn_hidden) != (MINATAR_CHANNELS, MINATAR_HIDDEN):
+            data.update(cnn_channels=self.cnn_channels, cnn_hidden=self.cnn_hidden)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkSpec":
+        # Checkpoints written before the MinAtar widths were configurable have
+        # no cnn_* keys: they hold the default 16-channel, 128-unit torso.
         return cls(
             torso=data["torso"],
             hidden_sizes=tuple(data.get("hidden_sizes", (120, 84))),
             dueling=bool(data.get("dueling", False)),
+            cnn_channels=int(data.get("cnn_channels", MINATAR_CHANNELS)),
+            cnn_hidden=int(data.get("cnn_hidden", MINATAR_HIDDEN)),
         )
+
+    def relevant_fields(self) -> tuple[str, ...]:
+        """The fields that shape this torso's parameters (``conv_impl`` never does)."""
+        common = ("torso", "dueling")
+        if self.torso == "mlp":
+            return common + ("hidden_sizes",)
+        if self.torso == "minatar_cnn":
+            return common + ("cnn_channels", "cnn_hidden")
+        return common
 
 
 def make_torso(spec: NetworkSpec) -> nn.Module:
     if spec.torso == "mlp":
         return MLPTorso(tuple(spec.hidden_sizes))
     if spec.torso == "minatar_cnn":
-        return MinAtarTorso(conv_impl=spec.conv_impl)
+        return MinAtarTorso(spec.cnn_channels, spec.cnn_hidden, conv_impl=spec.conv_impl)
     if spec.torso == "nature_cnn":
         return NatureTorso(conv_impl=spec.conv_impl)
     raise ValueError(f"unknown torso {spec.torso!r}; allowed: {', '.join(TORSOS)}")

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdqn import distributed
 from jaxdqn.errors import NonFiniteError
 
 
@@ -57,7 +58,8 @@ def nonfinite_tasks(params: Any, task_axes: Any, per_task_values: list[jax.Array
     parameter that is not finite marks every task.
     """
     leaves, treedef = jax.tree_util.tree_flatten(task_axes, is_leaf=lambda x: x is None)
-    bad_params, bad_values = jax.device_get(_flags(params, (tuple(leaves), treedef), list(per_task_values)))
+    flags = _flags(params, (tuple(leaves), treedef), list(per_task_values))
+    bad_params, bad_values = distributed.fetch(flags)  # gathered: each process holds only its own tasks' flags
     return np.asarray(bad_params), np.asarray(bad_values)
 
 

@@ -49,6 +49,16 @@ def test_load_reads_the_file(write_config):
     assert cfg.dqn.learning_rate == 0.001 and isinstance(cfg.dqn.learning_rate, float)
 
 
+def test_minatar_cnn_widths_reach_the_network_spec():
+    from jaxdqn.agents.build import network_spec
+
+    cfg = config.from_dict({"tasks": [{"env_id": "Breakout-MinAtar"}],
+                            "network": {"torso": "minatar_cnn", "cnn_channels": 8, "cnn_hidden": 64}})
+    spec = network_spec(cfg)
+    assert (spec.cnn_channels, spec.cnn_hidden) == (8, 64)
+    assert config.from_dict(yaml.safe_load(config.dump(cfg))) == cfg
+
+
 def test_int_is_accepted_where_a_float_is_expected():
     cfg = config.from_dict({"dqn": {"gamma": 1}})
     assert cfg.dqn.gamma == 1.0 and isinstance(cfg.dqn.gamma, float)
@@ -85,6 +95,10 @@ def test_int_is_accepted_where_a_float_is_expected():
         ({"dqn": {"epsilon_start": 0.1, "epsilon_end": 0.5}}, ["'dqn.epsilon_end'", "0.5", "epsilon_start (0.1)"]),
         ({"dqn": {"update_every": 3}}, ["'dqn.update_every'", "got 3", "train.num_envs (10)"]),
         ({"tasks": []}, ["'tasks'", "empty"]),
+        # the MinAtar CNN's widths: only on that torso, and positive
+        ({"network": {"cnn_channels": 8}}, ["'network.cnn_channels'", "got 8", "'mlp'", "only with network.torso 'minatar_cnn'"]),
+        ({"network": {"torso": "nature_cnn", "cnn_hidden": 64}}, ["'network.cnn_hidden'", "got 64", "'nature_cnn'", "'minatar_cnn'"]),
+        ({"network": {"torso": "minatar_cnn", "cnn_channels": 0}}, ["'network.cnn_channels'", "got 0", "an integer >= 1"]),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(data, pieces):

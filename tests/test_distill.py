@@ -213,3 +213,90 @@ def test_distill_interrupted_saves_and_resume_continues_the_same_trajectory(teac
     assert result["env_steps"] == 1500
     # Bit-identical: params, optimizer, replay (states and teacher Q-values), env state, RNG keys.
     _assert_identical(_final_state(_tiny_distill(teacher, 1500), cut_dir), uninterrupted)
+
+
+# -- a multi-task independent checkpoint as one teacher per task -------------
+
+INDEPENDENT = {
+    "name": "independent",
+    "seed": 0,
+    "tasks": [{"env_id": "CartPole-v1"}, {"env_id": "Acrobot-v1"}],  # obs 4 and 6, actions 2 and 3
+    "multitask": {"mode": "independent"},
+    "network": {"hidden_sizes": [8]},
+    "dqn": {"batch_size": 8, "replay_capacity": 200, "learning_starts": 40, "update_every": 10},
+    "train": {"total_env_steps": 100, "num_envs": 10, "log_every": 100, "eval_every": 0, "eval_episodes": 1,
+              "checkpoint_every": 0, "tensorboard": False, "progress": False},
+}
+
+
+@pytest.fixture(scope="module")
+def independent_run(tmp_path_factory):
+    """A checkpoint of a two-task independent run, written as ``jaxdqn train`` writes one
+    (same Checkpointer, same metadata) but at step 0: loading is what is tested, so the
+    freshly initialised networks (different per task) stand in for trained ones."""
+    from jaxdqn.agents.build import build_agent, task_keys
+    from jaxdqn.checkpoint import Checkpointer
+    from jaxdqn.train import checkpoint_meta
+
+    cfg = config.from_dict(INDEPENDENT)
+    agent = build_agent(cfg)
+    run_dir = tmp_path_factory.mktemp("independent") / "run"
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    checkpointer.save(0, agent.init(task_keys(cfg)), checkpoint_meta(cfg, agent, 0, None))
+    checkpointer.close()
+    return run_dir
+
+
+def tiny_student(run_dir, tasks, network=None) -> dict:
+    data = student_config([run_dir] * len(tasks))
+    for teacher, task in zip(data["teachers"], tasks):
+        teacher["task"] = task
+    data["network"] = network or {"hidden_sizes": [8]}
+    data["train"].update(total_env_steps=100, log_every=100, eval_episodes=1)
+    data["distill"].update(learning_starts=40, batch_size=8, replay_capacity=200)
+    return data
+
+
+def test_independent_checkpoint_gives_one_teacher_per_task(independent_run):
+    from jaxdqn.transfer.sources import load_source
+
+    setup = build_distiller(tconfig.distill_from_dict(tiny_student(independent_run, [0, 1])))
+    distiller = setup.distiller
+    assert distiller.tasks.labels == ["CartPole-v1", "Acrobot-v1"]
+    assert setup.student_cfg.multitask.mode == "hard"
+    assert [t["task"] for t in setup.teachers] == [0, 1]
+
+    src = load_source(independent_run)
+    stored = src.params  # every leaf carries the task axis: two separate networks
+    obs = jax.random.normal(jax.random.PRNGKey(1), (2, 5) + tuple(distiller.tasks.obs_shape))
+    q_teachers = distiller.teachers.q_values(None, obs)
+    q_run = src.learner.q_values(stored, obs)  # what the training run's greedy policy sees
+    mask = np.asarray(distiller.tasks.action_mask)
+    assert q_teachers.shape == (2, 5, 3)
+    for i in range(2):
+        np.testing.assert_allclose(q_teachers[i][:, mask[i]], q_run[i][:, mask[i]], rtol=1e-6)
+        for teacher_leaf, stored_leaf in zip(
+            jax.tree_util.tree_leaves(distiller.teachers.members[i].params), jax.tree_util.tree_leaves(stored)
+        ):
+            np.testing.assert_array_equal(teacher_leaf, stored_leaf[i])
+    assert not np.allclose(q_teachers[0][:, :2], q_teachers[1][:, :2]), "each task has its own teacher"
+
+
+def test_one_task_of_an_independent_checkpoint_teaches_a_single_game_student(independent_run):
+    from jaxdqn.transfer.sources import load_source
+
+    setup = build_distiller(tconfig.distill_from_dict(tiny_student(independent_run, [0])))
+    distiller = setup.distiller
+    assert distiller.tasks.obs_shape == (4,) and distiller.tasks.num_actions == 2  # CartPole alone: no padding
+    assert setup.student_cfg.multitask.mode == "independent"
+    src = load_source(independent_run)
+    obs = jax.random.normal(jax.random.PRNGKey(2), (1, 5, 4))
+    padded = jnp.pad(obs, ((0, 0), (0, 0), (0, 2)))  # the teacher was trained on observations padded to Acrobot's 6
+    q_teacher = distiller.teachers.q_values(None, obs)
+    np.testing.assert_allclose(q_teacher[0], src.learner.q_values(src.params, jnp.concatenate([padded, padded]))[0][:, :2], rtol=1e-6)
+
+
+def test_student_cnn_widths_are_checked_in_distill_configs(independent_run):
+    data = tiny_student(independent_run, [0], network={"hidden_sizes": [8], "cnn_hidden": 32})
+    with pytest.raises(config.ConfigError, match="'network.cnn_hidden'.*only with network.torso 'minatar_cnn'"):
+        tconfig.distill_from_dict(data)

@@ -245,3 +245,43 @@ def test_patch_convolution_equals_xla_convolution(torso, shape, dtype):
     grad = lambda net: jax.grad(lambda p: (net.apply(p, obs) ** 2).sum())(params)
     for a, b in zip(jax.tree_util.tree_leaves(grad(patches)), jax.tree_util.tree_leaves(grad(xla))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+# -- the MinAtar CNN's widths ------------------------------------------------
+
+
+def minatar_param_count(in_channels: int, channels: int, hidden: int, actions: int) -> int:
+    """3x3 conv (VALID on 10x10 -> 8x8), dense, linear head: weights + biases."""
+    return (9 * in_channels * channels + channels) + (64 * channels * hidden + hidden) + (hidden * actions + actions)
+
+
+@pytest.mark.parametrize("channels, hidden", [(16, 128), (8, 64), (4, 128), (3, 5)])
+def test_minatar_cnn_widths_set_layer_shapes_and_parameter_count(channels, hidden):
+    spec = NetworkSpec(torso="minatar_cnn", cnn_channels=channels, cnn_hidden=hidden)
+    obs = _example_obs("minatar_cnn")  # [3, 10, 10, 4]
+    net = QNetwork(spec, NUM_ACTIONS)
+    params = net.init(jax.random.PRNGKey(0), obs)
+    assert params["torso"]["Conv_0"]["kernel"].shape == (3, 3, 4, channels)
+    assert params["torso"]["Dense_0"]["kernel"].shape == (8 * 8 * channels, hidden)
+    assert params["head"]["Dense_0"]["kernel"].shape == (hidden, NUM_ACTIONS)
+    assert num_params(params) == minatar_param_count(4, channels, hidden, NUM_ACTIONS)
+    assert net.features(params["torso"], obs).shape == (BATCH, hidden)
+    assert net.apply(params, obs).shape == (BATCH, NUM_ACTIONS)
+
+
+def test_default_minatar_cnn_is_young_and_tian_and_a_quarter_size_student_is_about_25_percent():
+    teacher = num_params(QNetwork(NetworkSpec(torso="minatar_cnn"), 3).init(jax.random.PRNGKey(0), _example_obs("minatar_cnn")))
+    assert teacher == 132_179  # Breakout: 4 input channels, 3 actions
+    student_spec = NetworkSpec(torso="minatar_cnn", cnn_channels=8, cnn_hidden=64)
+    student = num_params(QNetwork(student_spec, 3).init(jax.random.PRNGKey(0), _example_obs("minatar_cnn")))
+    assert student == 33_323
+    assert 0.24 < student / teacher < 0.26
+
+
+def test_minatar_widths_are_recorded_only_when_not_the_default():
+    small = NetworkSpec(torso="minatar_cnn", cnn_channels=8, cnn_hidden=64)
+    assert small.to_dict()["cnn_channels"] == 8 and small.to_dict()["cnn_hidden"] == 64
+    assert NetworkSpec.from_dict(small.to_dict()) == small
+    assert "cnn_channels" not in NetworkSpec(torso="minatar_cnn").to_dict()
+    # a record written before the widths existed is the default network
+    assert NetworkSpec.from_dict({"torso": "minatar_cnn"}) == NetworkSpec(torso="minatar_cnn")

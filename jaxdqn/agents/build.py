@@ -23,7 +23,13 @@ def task_specs(cfg: Config) -> list[TaskSpec]:
 
 def network_spec(cfg: Config) -> NetworkSpec:
     n = cfg.network
-    return NetworkSpec(torso=n.torso, hidden_sizes=tuple(n.hidden_sizes), dueling=n.dueling)
+    return NetworkSpec(
+        torso=n.torso,
+        hidden_sizes=tuple(n.hidden_sizes),
+        dueling=n.dueling,
+        cnn_channels=n.cnn_channels,
+        cnn_hidden=n.cnn_hidden,
+    )
 
 
 def task_keys(cfg: Config) -> jax.Array:

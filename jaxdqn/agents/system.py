@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdqn import replay, sharding
+from jaxdqn import distributed, replay, sharding
 from jaxdqn.agents.learner import epsilon_greedy
 
 Metrics = dict  # name -> summed array ([T] per task, or [] run-wide)
@@ -99,12 +99,15 @@ class System:
             episode_length=zeros,
         )
 
+    def state_labels(self, state):
+        """The :mod:`jaxdqn.task_axis` label of every leaf of ``state`` (or of its shapes)."""
+        return self.learner.task_axis.state_labels(state, self.learner.per_task_optimizer)
+
     def place(self, state):
         """Puts the state on the mesh (a no-op on one device)."""
         if self.mesh is None:
             return state
-        labels = self.learner.task_axis.state_labels(state, self.learner.per_task_optimizer)
-        return sharding.place_state(state, self.mesh, labels)
+        return sharding.place_state(state, self.mesh, self.state_labels(state))
 
     def empty_metrics(self) -> Metrics:
         per_task = jnp.zeros((self.num_tasks,), jnp.float32)
@@ -230,7 +233,7 @@ def chunk_rows(labels: list[str], metrics: Metrics) -> dict[str, dict]:
     ended in the chunk; every learning metric is its mean over the chunk's
     gradient steps (NaN where there were none).
     """
-    metrics = jax.device_get(metrics)
+    metrics = distributed.fetch(metrics)  # gathered: each process holds only its own tasks' sums
     updates = int(metrics["updates"])
     learn_names = [k for k in metrics if k not in EPISODE_METRICS and k != "updates"]
     rows = {}

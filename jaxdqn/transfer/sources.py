@@ -187,6 +187,8 @@ def describe(path: str) -> str:
     net = f"{spec.torso}"
     if spec.torso == "mlp":
         net += f" hidden_sizes={list(spec.hidden_sizes)}"
+    if spec.torso == "minatar_cnn":
+        net += f" cnn_channels={spec.cnn_channels} cnn_hidden={spec.cnn_hidden}"
     net += f" dueling={str(spec.dueling).lower()}"
     if is_progressive(meta):
         net += " + progressive column over the sources below"
@@ -260,13 +262,13 @@ def fit_obs(obs: jax.Array, shape: Sequence[int], lead: int = 1) -> jax.Array:
 
 
 def network_differences(stored: NetworkSpec, wanted: NetworkSpec) -> list[str]:
+    """Differences in the fields that shape both networks' parameters
+    (a conv torso ignores ``hidden_sizes``, an MLP the ``cnn_*`` widths)."""
     out = []
-    for field in dataclasses.fields(NetworkSpec):
-        a, b = getattr(stored, field.name), getattr(wanted, field.name)
-        if field.name == "hidden_sizes" and stored.torso != "mlp" and wanted.torso != "mlp":
-            continue  # conv torsos ignore hidden_sizes
+    for name in (f for f in stored.relevant_fields() if f in wanted.relevant_fields()):
+        a, b = getattr(stored, name), getattr(wanted, name)
         if _norm(a) != _norm(b):
-            out.append(f"network {field.name} is {_show(a)} in the checkpoint but {_show(b)} in the config")
+            out.append(f"network {name} is {_show(a)} in the checkpoint but {_show(b)} in the config")
     return out
 
 
