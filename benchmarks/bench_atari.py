@@ -76,14 +76,14 @@ def measure_training(num_tasks: int, stepping: str, args) -> dict:
     state = agent.init(task_keys(cfg))
     started = time.perf_counter()
     for _ in range(2):  # compiles; the second chunk crosses learning_starts and compiles the update
-        state = runner.run(state, args.chunk)
+        state, _ = runner.run(state, args.chunk)
     jax.block_until_ready(state)
     warmup_s = time.perf_counter() - started
     steps_before, updates_before = int(state.env_steps), int(state.updates)
     chunks, elapsed = 0, 0.0
     started = time.perf_counter()
     while elapsed < args.seconds:
-        state = runner.run(state, args.chunk)
+        state, _ = runner.run(state, args.chunk)
         jax.block_until_ready(state)
         chunks += 1
         elapsed = time.perf_counter() - started

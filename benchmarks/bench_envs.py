@@ -57,12 +57,12 @@ def measure_training(backend: str, seconds: float) -> dict:
     iterations = 50  # 6,400 env steps per game per chunk
     state = agent.init(task_keys(cfg))
     started = time.perf_counter()
-    state = jax.block_until_ready(agent.run(state, iterations))  # compiles; fills replay past learning_starts
+    state = jax.block_until_ready(agent.run(state, iterations)[0])  # compiles; fills replay past learning_starts
     compile_s = time.perf_counter() - started
     chunks, elapsed = 0, 0.0
     started = time.perf_counter()
     while elapsed < seconds:
-        state = jax.block_until_ready(agent.run(state, iterations))
+        state = jax.block_until_ready(agent.run(state, iterations)[0])
         chunks += 1
         elapsed = time.perf_counter() - started
     steps = chunks * iterations * cfg.train.num_envs * cfg.num_tasks

@@ -95,11 +95,11 @@ def measure_compiled(
     agent = build_agent(cfg)
     holder = {"state": agent.init(task_keys(cfg))}
     started = time.perf_counter()
-    holder["state"] = jax.block_until_ready(agent.run(holder["state"], chunk))
+    holder["state"] = jax.block_until_ready(agent.run(holder["state"], chunk)[0])
     compile_s = time.perf_counter() - started
 
     def step():
-        holder["state"] = jax.block_until_ready(agent.run(holder["state"], chunk))
+        holder["state"] = jax.block_until_ready(agent.run(holder["state"], chunk)[0])
 
     elapsed, calls = _time_chunks(step, seconds)
     return {"task_updates_per_s": num_tasks * chunk * calls / elapsed, "compile_s": compile_s}
@@ -110,12 +110,12 @@ def measure_loop(net: str, num_tasks: int, num_envs: int, chunk: int, seconds: f
     agent = build_agent(cfg)  # one single-task step, compiled once, called T times
     states = [agent.init(task_keys(cfg)) for _ in range(num_tasks)]
     started = time.perf_counter()
-    states[0] = jax.block_until_ready(agent.run(states[0], chunk))
+    states[0] = jax.block_until_ready(agent.run(states[0], chunk)[0])
     compile_s = time.perf_counter() - started
 
     def step():
         for i in range(num_tasks):
-            states[i] = agent.run(states[i], chunk)
+            states[i] = agent.run(states[i], chunk)[0]
         jax.block_until_ready(states)
 
     elapsed, calls = _time_chunks(step, seconds)

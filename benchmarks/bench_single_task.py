@@ -65,12 +65,12 @@ def measure_training(env_id: str, num_envs: int, seconds: float) -> dict:
     agent = build_agent(cfg)
     state = agent.init(task_keys(cfg))
     started = time.perf_counter()
-    state = agent.run(state, iterations)  # compiles, and fills replay past learning_starts
+    state, _ = agent.run(state, iterations)  # compiles, and fills replay past learning_starts
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - started
     # Size the timed chunk from one untimed probe so each row takes ~`seconds`.
     probe_start = time.perf_counter()
-    state = agent.run(state, iterations)
+    state, _ = agent.run(state, iterations)
     jax.block_until_ready(state)
     per_iteration = (time.perf_counter() - probe_start) / iterations
     timed_iterations = max(iterations, int(seconds / per_iteration) // iterations * iterations)
@@ -78,7 +78,7 @@ def measure_training(env_id: str, num_envs: int, seconds: float) -> dict:
     updates_before = int(state.updates)
     started = time.perf_counter()
     for _ in range(chunks):
-        state = agent.run(state, iterations)
+        state, _ = agent.run(state, iterations)
     jax.block_until_ready(state)
     elapsed = time.perf_counter() - started
     env_steps = chunks * iterations * num_envs

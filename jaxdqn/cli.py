@@ -29,6 +29,11 @@ def _report_run(title: str, run_dir: Path, metrics: str, next_steps: str, checkp
     print(f"  next:        {next_steps}")
 
 
+def _check_resume(args: argparse.Namespace) -> None:
+    if args.resume and args.run_dir is None:
+        raise JaxdqnError("--resume needs --run-dir RUN_DIR (the run to continue)")
+
+
 def _start_distributed(args: argparse.Namespace) -> bool:
     """``--distributed``: joins the other processes before anything starts a JAX backend."""
     if not args.distributed:
@@ -49,8 +54,7 @@ def _start_distributed(args: argparse.Namespace) -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.resume and args.run_dir is None:
-        raise JaxdqnError("--resume needs --run-dir RUN_DIR (the run to continue)")
+    _check_resume(args)
     multi_process = _start_distributed(args)  # first: importing the training modules starts JAX's backend
     from jaxdqn import config, distributed
     from jaxdqn.train import train
@@ -96,8 +100,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from jaxdqn.transfer import config as tconfig
     from jaxdqn.transfer.run import distill, format_distill_summary
 
+    _check_resume(args)
     cfg = tconfig.load_distill(args.config, args.overrides)
-    run_dir, result = distill(cfg, run_dir=args.run_dir)
+    run_dir, result = distill(cfg, run_dir=args.run_dir, resume=args.resume)
     print(format_distill_summary(result))
     _report_run(
         "run finished",
@@ -113,8 +118,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from jaxdqn.transfer import config as tconfig
     from jaxdqn.transfer.run import transfer
 
-    if args.resume and args.run_dir is None:
-        raise JaxdqnError("--resume needs --run-dir RUN_DIR (the run to continue)")
+    _check_resume(args)
     cfg = tconfig.load_transfer(args.config, args.overrides)
     run_dir = transfer(cfg, run_dir=args.run_dir, resume=args.resume)
     _report_run(
@@ -156,6 +160,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_arguments(p: argparse.ArgumentParser, config_help: str, overrides_help: str = "override config keys") -> None:
+    """What every command that runs something takes: the config, overrides, the run directory, --resume."""
+    p.add_argument("config", help=config_help)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides_help)
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: OUTPUT_DIR/NAME-TIMESTAMP)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxdqn",
@@ -172,10 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_config_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="YAML config file (see configs/)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. train.total_env_steps=20000 seed=3")
-    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: OUTPUT_DIR/NAME-TIMESTAMP)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    _run_arguments(p, "YAML config file (see configs/)", "override config keys, e.g. train.total_env_steps=20000 seed=3")
     p.add_argument(
         "--distributed",
         action="store_true",
@@ -240,9 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n".join(describe_distill_keys()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="YAML distillation config (see configs/distill_*.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys")
-    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: OUTPUT_DIR/NAME-TIMESTAMP)")
+    _run_arguments(p, "YAML distillation config (see configs/distill_*.yaml)")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser(
@@ -258,10 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n".join(describe_transfer_keys()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="YAML training config with a transfer: block (see configs/transfer_*.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys")
-    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: OUTPUT_DIR/NAME-TIMESTAMP)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    _run_arguments(p, "YAML training config with a transfer: block (see configs/transfer_*.yaml)")
     p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser(

@@ -49,33 +49,61 @@ class NetworkConfig:
     cnn_hidden: int = _field(128, low=1, help="minatar_cnn only: units of its dense layer (Young & Tian: 128)")
 
 
-def check_network(n: NetworkConfig, prefix: str = "network") -> None:
-    """The MinAtar CNN's widths may only be changed on that torso."""
-    defaults = NetworkConfig()
-    for key in ("cnn_channels", "cnn_hidden"):
-        value = getattr(n, key)
-        if n.torso != "minatar_cnn" and value != getattr(defaults, key):
-            raise ConfigError(
-                f"config key '{prefix}.{key}': got {value} with {prefix}.torso {n.torso!r}; "
-                f"allowed: only with {prefix}.torso 'minatar_cnn' (leave it out for other torsos)"
-            )
-
-
 @dataclasses.dataclass(frozen=True)
-class DQNConfig:
-    gamma: float = _field(0.99, low=0.0, high=1.0, help="discount")
-    double: bool = _field(False, help="Double DQN target (online net selects, target net evaluates)")
-    loss: str = _field("huber", choices=("huber", "squared"), help="loss on the TD error")
-    huber_delta: float = _field(1.0, low=0.0, low_open=True, help="Huber threshold")
+class OptimizerConfig:
+    """Adam with gradient clipping; shared by the dqn: and distill: sections."""
+
     learning_rate: float = _field(2.5e-4, low=0.0, low_open=True, help="Adam step size")
     lr_decay: bool = _field(False, help="decay the learning rate linearly to 0 by the end of training")
     adam_eps: float = _field(1e-8, low=0.0, low_open=True, help="Adam epsilon")
     max_grad_norm: float = _field(10.0, low=0.0, low_open=True, help="gradient clipping by global norm")
-    batch_size: int = _field(128, low=1, help="transitions per task per gradient step")
-    replay_capacity: int = _field(10_000, low=1, help="transitions kept per task")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+    """Per-task replay; shared by the dqn: and distill: sections."""
+
+    batch_size: int = _field(128, low=1, help="replay items per task per gradient step")
+    replay_capacity: int = _field(10_000, low=1, help="replay items kept per task")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """When learning starts and how often it runs; shared by the dqn: and distill: sections."""
+
     learning_starts: int = _field(10_000, low=0, help="env steps per task before the first update")
     update_every: int = _field(10, low=1, help="env steps per task (all parallel envs) between rounds of updates")
     updates_per_round: int = _field(1, low=1, help="gradient steps per round")
+
+
+LEARNING_SECTIONS = (OptimizerConfig, ReplayConfig, ScheduleConfig)
+
+
+def with_defaults(cls: type, name: str, **defaults) -> type:
+    """``cls`` (named ``name``) with other default values: the same keys, checks and help."""
+    hints = typing.get_type_hints(cls)
+    own = []
+    for f in dataclasses.fields(cls):
+        if f.name in defaults:
+            own.append((f.name, hints[f.name], dataclasses.field(default=defaults.pop(f.name), metadata=f.metadata)))
+    if defaults:
+        raise TypeError(f"{cls.__name__} has no fields {sorted(defaults)}")
+    new = dataclasses.make_dataclass(name, own, bases=(cls,), frozen=True)
+    new.__module__, new.__doc__ = cls.__module__, cls.__doc__
+    return new
+
+
+def learning_values(section: Any) -> dict:
+    """The optimizer, replay and schedule values of a section that has them (dqn:, distill:)."""
+    return {f.name: getattr(section, f.name) for cls in LEARNING_SECTIONS for f in dataclasses.fields(cls)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig(ScheduleConfig, ReplayConfig, OptimizerConfig):
+    gamma: float = _field(0.99, low=0.0, high=1.0, help="discount")
+    double: bool = _field(False, help="Double DQN target (online net selects, target net evaluates)")
+    loss: str = _field("huber", choices=("huber", "squared"), help="loss on the TD error")
+    huber_delta: float = _field(1.0, low=0.0, low_open=True, help="Huber threshold")
     target_update: str = _field("hard", choices=("hard", "polyak"), help="how the target network follows")
     target_update_period: int = _field(500, low=1, help="hard copy every this many gradient steps")
     polyak_tau: float = _field(0.005, low=0.0, high=1.0, low_open=True, help="target <- tau*online + (1-tau)*target")
@@ -290,30 +318,9 @@ def _check_consistency(cfg: Config) -> None:
             gymnax_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
         elif pgx_env.is_pgx_id(task.env_id):
             pgx_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
-    check_network(cfg.network)
-    t = cfg.train
-    for key in ("log_every", "total_env_steps"):
-        value = getattr(t, key)
-        if value % t.num_envs:
-            raise ConfigError(
-                f"config key 'train.{key}': got {value}; allowed: a multiple of train.num_envs ({t.num_envs})"
-            )
-    for key in ("eval_every", "checkpoint_every"):
-        value = getattr(t, key)
-        if value % t.log_every:
-            raise ConfigError(
-                f"config key 'train.{key}': got {value}; allowed: 0 or a multiple of train.log_every ({t.log_every})"
-            )
-    u, n = cfg.dqn.update_every, t.num_envs
-    if u % n and n % u:
-        raise ConfigError(
-            f"config key 'dqn.update_every': got {u}; allowed: a multiple or a divisor of train.num_envs ({n})"
-        )
-    if cfg.dqn.batch_size > cfg.dqn.replay_capacity:
-        raise ConfigError(
-            f"config key 'dqn.batch_size': got {cfg.dqn.batch_size}; allowed: at most dqn.replay_capacity "
-            f"({cfg.dqn.replay_capacity}), the transitions a task's replay holds"
-        )
+    check_train(cfg.train)
+    check_update_every(cfg.dqn.update_every, "dqn", cfg.train.num_envs)
+    check_batch_fits(cfg.dqn, "dqn", "transitions")
     if cfg.dqn.epsilon_end > cfg.dqn.epsilon_start:
         raise ConfigError(
             f"config key 'dqn.epsilon_end': got {cfg.dqn.epsilon_end}; allowed: at most dqn.epsilon_start ({cfg.dqn.epsilon_start})"
@@ -349,10 +356,86 @@ def _check_consistency(cfg: Config) -> None:
             )
 
 
-def from_dict(data: dict) -> Config:
-    cfg = _build(Config, data or {}, "")
+def check_train(t: TrainConfig) -> None:
+    """The train: section's intervals fit together."""
+    for key in ("log_every", "total_env_steps"):
+        value = getattr(t, key)
+        if value % t.num_envs:
+            raise ConfigError(
+                f"config key 'train.{key}': got {value}; allowed: a multiple of train.num_envs ({t.num_envs})"
+            )
+    for key in ("eval_every", "checkpoint_every"):
+        value = getattr(t, key)
+        if value % t.log_every:
+            raise ConfigError(
+                f"config key 'train.{key}': got {value}; allowed: 0 or a multiple of train.log_every ({t.log_every})"
+            )
+
+
+def check_batch_fits(section: ReplayConfig, name: str, items: str) -> None:
+    if section.batch_size > section.replay_capacity:
+        raise ConfigError(
+            f"config key '{name}.batch_size': got {section.batch_size}; allowed: at most {name}.replay_capacity "
+            f"({section.replay_capacity}), the {items} a task's replay holds"
+        )
+
+
+def check_update_every(update_every: int, section: str, num_envs: int) -> None:
+    if update_every % num_envs and num_envs % update_every:
+        raise ConfigError(
+            f"config key '{section}.update_every': got {update_every}; allowed: a multiple or a divisor of train.num_envs ({num_envs})"
+        )
+
+
+def _no_effect(key: str, value: Any, where: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': got {value!r}, which has no effect {where}; remove it")
+
+
+def check_network(n: NetworkConfig, prefix: str = "network") -> None:
+    """Width keys belong to one torso: ``hidden_sizes`` to the MLP, ``cnn_*`` to the MinAtar CNN."""
+    defaults = NetworkConfig()
+    if n.torso != "mlp" and tuple(n.hidden_sizes) != defaults.hidden_sizes:
+        raise _no_effect(f"{prefix}.hidden_sizes", list(n.hidden_sizes), f"with {prefix}.torso: {n.torso} (only with mlp)")
+    for key in ("cnn_channels", "cnn_hidden"):
+        value = getattr(n, key)
+        if n.torso != "minatar_cnn" and value != getattr(defaults, key):
+            raise ConfigError(
+                f"config key '{prefix}.{key}': got {value} with {prefix}.torso {n.torso!r}; "
+                f"allowed: only with {prefix}.torso 'minatar_cnn' (leave it out for other torsos)"
+            )
+
+
+def _check_effective(cfg: Config) -> None:
+    """Keys set away from their defaults where the chosen mode or torso ignores them."""
+    m, default = cfg.multitask, MultitaskConfig()
+    if m.mode != "hard":
+        where = f"in multitask.mode: {m.mode} (only in hard)"
+        if m.hard_heads != default.hard_heads:
+            raise _no_effect("multitask.hard_heads", m.hard_heads, where)
+        for i, task in enumerate(cfg.tasks):
+            if task.weight != TaskConfig().weight:
+                raise _no_effect(f"tasks[{i}].weight", task.weight, where)
+    if m.mode != "soft":
+        for key in ("soft_lambda", "soft_penalty_on"):
+            if getattr(m, key) != getattr(default, key):
+                raise _no_effect(f"multitask.{key}", getattr(m, key), f"in multitask.mode: {m.mode} (only in soft)")
+    check_network(cfg.network)
+
+
+def check(cfg: Config, strict: bool = True) -> Config:
+    """Every check across keys: env ids and params, intervals, and (``strict``) keys without effect.
+
+    Configs stored in checkpoints are read with ``strict=False``, so that runs
+    written before a key became an error still load.
+    """
     _check_consistency(cfg)
+    if strict:
+        _check_effective(cfg)
     return cfg
+
+
+def from_dict(data: dict, strict: bool = True) -> Config:
+    return check(_build(Config, data or {}, ""), strict)
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

@@ -41,8 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn.agents.dqn import DQNAgent, TrainState, evaluate
-from jaxdqn.agents.learner import Learner, epsilon_greedy
+from jaxdqn.agents.dqn import DQNAgent, TrainState
 from jaxdqn.envs import TaskSet
 
 
@@ -101,15 +100,16 @@ def _ctrl_c_deferred():
 
 
 class Runner:
-    """Chunks through the agent's compiled ``run``."""
+    """Chunks through the system's compiled ``run``."""
 
-    def __init__(self, agent: DQNAgent):
+    def __init__(self, agent):
         self.agent = agent
 
-    def run(self, state: TrainState, num_iterations: int) -> TrainState:
+    def run(self, state, num_iterations: int):
+        """-> (state, the chunk's metrics)."""
         return self.agent.run(state, num_iterations)
 
-    def after_restore(self, state: TrainState) -> TrainState:
+    def after_restore(self, state):
         """A state restored from a checkpoint, ready to continue (see the module notes)."""
         agent = self.agent
         if not agent.tasks.is_atari:
@@ -135,23 +135,20 @@ class HostRunner(Runner):
             state, actions, _, update_keys = agent.act(state)
             return state, actions, update_keys
 
-        def record(state, actions, raws):
+        def record(state, metrics, actions, raws):
             env_state, step = _observe(tasks, state.env_state, raws)
-            return agent.record(state, actions, env_state, step)
-
-        def clear_stats(state):
-            return state._replace(stats=jax.tree_util.tree_map(jnp.zeros_like, state.stats))
+            return agent.record(state, metrics, actions, env_state, step)
 
         self._act = jax.jit(act, donate_argnums=0)
-        self._learn = jax.jit(agent.learn_unrolled, donate_argnums=0)
-        self._record = jax.jit(record, donate_argnums=0)
-        self._clear_stats = jax.jit(clear_stats, donate_argnums=0)
+        self._learn = jax.jit(agent.learn_unrolled, donate_argnums=(0, 1))
+        self._record = jax.jit(record, donate_argnums=(0, 1))
+        self._empty_metrics = jax.jit(agent.empty_metrics)
 
-    def run(self, state: TrainState, num_iterations: int) -> TrainState:
+    def run(self, state, num_iterations: int):
         agent, groups = self.agent, self.agent.tasks.groups
         env_steps = int(state.env_steps)
         with _ctrl_c_deferred() as ctrl_c:
-            state = self._clear_stats(state)
+            metrics = self._empty_metrics()
             for _ in range(num_iterations):
                 state, actions, update_keys = self._act(state)
                 host_actions = np.asarray(actions)  # waits for acting only
@@ -159,12 +156,12 @@ class HostRunner(Runner):
                     group.host_send(host_actions[sl])
                 env_steps += agent.tasks.num_envs
                 if agent.learn_due(env_steps):  # same rule as the compiled iteration, at the count it ends at
-                    state = self._learn(state, update_keys)  # runs while the emulators step
+                    state, metrics = self._learn(state, metrics, update_keys)  # runs while the emulators step
                 raws = tuple(group.host_recv() for group, _ in groups)
-                state = self._record(state, actions, raws)
+                state, metrics = self._record(state, metrics, actions, raws)
                 if ctrl_c.is_set():
                     raise ChunkInterrupted(state)
-        return state
+        return state, metrics
 
 
 def make_runner(agent: DQNAgent) -> Runner:
@@ -172,54 +169,3 @@ def make_runner(agent: DQNAgent) -> Runner:
     if tasks.is_atari and tasks.atari.stepping == "host":
         return HostRunner(agent)
     return Runner(agent)
-
-
-# -- evaluation -------------------------------------------------------------
-
-
-class HostEvaluation:
-    """``jaxdqn.agents.evaluate`` for Atari pools stepped by the host: ``(params, keys)`` ->
-    ``[T, E]`` returns of one episode in each of the ``E`` envs per task (the first
-    episode each env plays; envs that finish early play on without counting)."""
-
-    def __init__(self, learner: Learner, tasks: TaskSet, epsilon: float):
-        self.tasks = tasks
-        mask = jnp.asarray(tasks.action_mask)
-
-        def policy(params, obs, keys):
-            split = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
-            keys, act_keys = split[:, 0], split[:, 1]
-            q = learner.q_values(params, obs)
-            return keys, jax.vmap(epsilon_greedy, in_axes=(0, 0, None, 0))(act_keys, q, epsilon, mask)
-
-        def observe(env_states, raws):
-            env_states, step = _observe(tasks, env_states, raws)
-            return env_states, step.obs, step.reward, jnp.logical_or(step.terminated, step.truncated)
-
-        self._policy = jax.jit(policy)
-        self._observe = jax.jit(observe)
-
-    def __call__(self, params, keys: jax.Array) -> jax.Array:
-        tasks = self.tasks
-        env_states, obs = reset_atari(tasks)
-        shape = (tasks.num_tasks, tasks.num_envs)
-        returns, finished = np.zeros(shape, np.float64), np.zeros(shape, bool)
-        for _ in range(tasks.max_steps):
-            keys, actions = self._policy(params, obs, keys)
-            host_actions = np.asarray(actions)
-            for group, sl in tasks.groups:
-                group.host_send(host_actions[sl])
-            raws = tuple(group.host_recv() for group, _ in tasks.groups)
-            env_states, obs, reward, ended = self._observe(env_states, raws)
-            returns += np.where(finished, 0.0, np.asarray(reward))
-            finished |= np.asarray(ended)
-            if finished.all():
-                break
-        return jnp.asarray(returns, jnp.float32)
-
-
-def make_evaluation(learner: Learner, tasks: TaskSet, epsilon: float):
-    """``(params, keys) -> returns [T, E]``: compiled, or host-stepped for host-stepped Atari pools."""
-    if tasks.is_atari and tasks.atari.stepping == "host":
-        return HostEvaluation(learner, tasks, epsilon)
-    return jax.jit(lambda params, keys: evaluate(learner, tasks, params, keys, epsilon))

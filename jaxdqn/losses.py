@@ -552,6 +552,7 @@ def soft_sharing_penalty(
     params: Any,
     lam: Numeric,
     leaf_filter: Optional[LeafFilter] = None,
+    mask: Any = None,
 ) -> Array:
     """Pulls per-task parameters towards each other.
 
@@ -576,6 +577,9 @@ def soft_sharing_penalty(
         leaf (e.g. ``"['torso']['Dense_0']['kernel']"``) and returning whether
         it is penalised; ``None`` penalises every leaf. See
         :func:`path_contains`.
+      mask: optional tree of booleans shaped like ``params`` (or a prefix of
+        it), as ``optax.masked`` takes: only leaves marked ``True`` are
+        penalised. Applied together with ``leaf_filter``.
 
     Returns:
       A float scalar (``0`` when no leaf is selected or ``T == 1``).
@@ -585,6 +589,10 @@ def soft_sharing_penalty(
         disagree on ``T``.
     """
     leaves_with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    if mask is not None:
+        selected = jax.tree_util.tree_leaves(
+            jax.tree_util.tree_map(lambda m, sub: jax.tree_util.tree_map(lambda _: bool(m), sub), mask, params))
+        leaves_with_paths = [lp for lp, keep in zip(leaves_with_paths, selected) if keep]
     total = jnp.zeros((), dtype=jnp.float32)
     num_tasks = None
     for path, leaf in leaves_with_paths:

@@ -63,11 +63,15 @@ def nonfinite_tasks(params: Any, task_axes: Any, per_task_values: list[jax.Array
     return np.asarray(bad_params), np.asarray(bad_values)
 
 
-def check_finite(params: Any, task_axes: Any, stats: Any, labels: list[str], env_steps: int) -> None:
-    """Raises ``NonFiniteError`` naming the tasks and the env step if the chunk's loss
-    statistics (``stats.loss_sum``, ``q_sum``, ``penalty_sum``) or ``params`` hold nan or inf."""
-    penalty = jnp.broadcast_to(stats.penalty_sum, stats.loss_sum.shape)
-    bad_params, bad_loss = nonfinite_tasks(params, task_axes, [stats.loss_sum, stats.q_sum, penalty])
+def check_finite(params: Any, task_axes: Any, metrics: dict, labels: list[str], env_steps: int) -> None:
+    """Raises ``NonFiniteError`` naming the tasks and the env step if the chunk's learning
+    metrics (loss, Q, penalty sums: :func:`jaxdqn.agents.system.chunk_rows`'s inputs) or
+    ``params`` hold nan or inf."""
+    from jaxdqn.agents.system import EPISODE_METRICS
+
+    shape = metrics["loss"].shape
+    sums = [jnp.broadcast_to(v, shape) for k, v in metrics.items() if k not in EPISODE_METRICS and k != "updates"]
+    bad_params, bad_loss = nonfinite_tasks(params, task_axes, sums)
     if not (bad_params.any() or bad_loss.any()):
         return
     what = []

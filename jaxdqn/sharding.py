@@ -26,6 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxdqn.errors import ConfigError
+from jaxdqn.task_axis import TASK
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -69,37 +70,21 @@ def make_mesh(mode: str, num_tasks: int, batch_size: int, devices=None) -> Mesh 
     return Mesh(used, ("task", "data"))
 
 
-def _is_shared(path: str, mode: str, shared_head: bool) -> bool:
-    """Whether a leaf belongs to parameters every task shares (no task axis)."""
-    if mode != "hard":
-        return False
-    return ".torso" in path or "'torso'" in path or (shared_head and ("'head'" in path or ".head" in path))
-
-
-def state_shardings(state: Any, mesh: Mesh, num_tasks: int, mode: str, shared_head: bool = False) -> Any:
-    """A sharding per leaf: split on ``task`` where the leaf leads with the task axis.
-
-    Leaves of shared parameters (hard sharing's torso, and its optimizer
-    moments) and scalars are replicated.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
+def state_shardings(state: Any, mesh: Mesh, labels: Any) -> Any:
+    """A sharding per leaf: split on ``task`` where ``labels`` (a tree of
+    :mod:`jaxdqn.task_axis` labels shaped like ``state``) says the leaf leads with the
+    task axis; everything else (shared parameters and their optimizer moments,
+    scalars) is replicated."""
     split = mesh.shape["task"] > 1
-    out = []
-    for path, leaf in leaves:
-        name = jax.tree_util.keystr(path)
-        leads_with_tasks = getattr(leaf, "ndim", 0) >= 1 and leaf.shape[0] == num_tasks
-        if split and leads_with_tasks and not _is_shared(name, mode, shared_head):
-            spec = P("task")
-        else:
-            spec = P()
-        out.append(NamedSharding(mesh, spec))
-    return jax.tree_util.tree_unflatten(treedef, out)
+    return jax.tree_util.tree_map(
+        lambda label: NamedSharding(mesh, P("task") if split and label == TASK else P()), labels
+    )
 
 
-def place_state(state: Any, mesh: Mesh | None, num_tasks: int, mode: str, shared_head: bool = False) -> Any:
+def place_state(state: Any, mesh: Mesh | None, labels: Any) -> Any:
     if mesh is None:
         return state
-    return jax.device_put(state, state_shardings(state, mesh, num_tasks, mode, shared_head))
+    return jax.device_put(state, state_shardings(state, mesh, labels))
 
 
 def batch_sharding(mesh: Mesh | None) -> NamedSharding | None:
@@ -109,22 +94,21 @@ def batch_sharding(mesh: Mesh | None) -> NamedSharding | None:
     return NamedSharding(mesh, P(None, "data"))
 
 
-def abstract_state(init, keys, mesh: Mesh | None, num_tasks: int, mode: str, shared_head: bool = False) -> Any:
-    """Shapes, dtypes and (on a mesh) shardings of ``init(keys)``, computed without running it.
+def abstract_state(shapes: Any, mesh: Mesh | None, labels: Any) -> Any:
+    """``shapes`` (``jax.eval_shape`` of a state) with each leaf's sharding on ``mesh``.
 
     A checkpoint restored into it lands on the mesh directly: each process reads
-    only its own shards.
+    only its own shards. ``labels`` is the state's :mod:`jaxdqn.task_axis` label tree.
     """
-    shapes = jax.eval_shape(init, keys)
     if mesh is None:
         return shapes
-    shardings = state_shardings(shapes, mesh, num_tasks, mode, shared_head)
+    shardings = state_shardings(shapes, mesh, labels)
     return jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
 
 
-def init_on_mesh(init, keys, mesh: Mesh | None, num_tasks: int, mode: str, shared_head: bool = False) -> Any:
+def init_on_mesh(init, keys, mesh: Mesh | None, labels: Any) -> Any:
     """``init(keys)`` compiled with its output shardings: each device builds only its own part."""
     if mesh is None:
         return init(keys)
-    target = abstract_state(init, keys, mesh, num_tasks, mode, shared_head)
+    target = abstract_state(jax.eval_shape(init, keys), mesh, labels)
     return jax.jit(init, out_shardings=jax.tree_util.tree_map(lambda s: s.sharding, target))(keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -39,12 +40,12 @@ def test_defaults_and_round_trip():
 
 def test_load_reads_the_file(write_config):
     path = write_config({"seed": 4, "tasks": [{"env_id": "Breakout-MinAtar", "env_params": {"max_steps_in_episode": 99}}],
-                         "network": {"torso": "minatar_cnn", "hidden_sizes": [32]}, "dqn": {"learning_rate": 0.001}})
+                         "network": {"torso": "mlp", "hidden_sizes": [32]}, "dqn": {"learning_rate": 0.001}})
     cfg = config.load(path)
     assert cfg.seed == 4
     assert cfg.tasks[0].env_id == "Breakout-MinAtar"
     assert cfg.tasks[0].env_params == {"max_steps_in_episode": 99}
-    assert cfg.network.torso == "minatar_cnn" and cfg.network.hidden_sizes == (32,)
+    assert cfg.network.torso == "mlp" and cfg.network.hidden_sizes == (32,)
     assert cfg.dqn.learning_rate == 0.001 and isinstance(cfg.dqn.learning_rate, float)
 
 
@@ -325,3 +326,39 @@ def test_cli_unknown_env_param_leaves_no_run_dir(write_config, tmp_path, capsys)
     run_dir = tmp_path / "run"
     assert cli.main(["train", str(write_config(BASE)), "tasks.0.env_params={lenght: 1.0}", "--run-dir", str(run_dir)]) == 2
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"tasks": [{"env_id": "CartPole-v1", "weight": 2.0}]}, "tasks[0].weight"),
+        ({"network": {"torso": "minatar_cnn", "hidden_sizes": [32]}, "tasks": [{"env_id": "Breakout-MinAtar"}]}, "network.hidden_sizes"),
+        ({"multitask": {"mode": "hard", "soft_lambda": 0.1}}, "multitask.soft_lambda"),
+        ({"multitask": {"soft_penalty_on": "torso"}}, "multitask.soft_penalty_on"),
+        ({"multitask": {"mode": "soft", "hard_heads": "shared"}}, "multitask.hard_heads"),
+    ],
+)
+def test_keys_without_effect_in_the_chosen_mode_are_errors(data, key):
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}'") + ".*no effect"):
+        config.from_dict(data)
+
+
+def test_keys_with_effect_and_stored_configs_still_load():
+    config.from_dict({"tasks": [{"env_id": "CartPole-v1", "weight": 2.0}], "multitask": {"mode": "hard", "hard_heads": "shared"}})
+    config.from_dict({"multitask": {"mode": "soft", "soft_lambda": 0.1, "soft_penalty_on": "torso"}})
+    # what a run stored before such keys became errors is read as it was written
+    config.from_dict({"tasks": [{"env_id": "CartPole-v1", "weight": 2.0}]}, strict=False)
+
+
+def test_distill_reuses_the_optimizer_replay_and_schedule_keys():
+    from jaxdqn.transfer import config as tconfig
+
+    shared = [f.name for cls in config.LEARNING_SECTIONS for f in dataclasses.fields(cls)]
+    distill = {f.name: f for f in dataclasses.fields(tconfig.DistillSettings)}
+    dqn = {f.name: f for f in dataclasses.fields(config.DQNConfig)}
+    for name in shared:  # one declaration: same help text and allowed range in both sections
+        assert distill[name].metadata == dqn[name].metadata
+    # the checks are the same; distillation keeps its own defaults
+    with pytest.raises(ConfigError, match="'distill.learning_rate'"):
+        tconfig.distill_from_dict({"teachers": [{"checkpoint": "x"}], "distill": {"learning_rate": -1.0}})
+    assert tconfig.DistillSettings().learning_rate == 1e-3 and config.DQNConfig().learning_rate == 2.5e-4

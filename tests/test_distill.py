@@ -162,6 +162,59 @@ def test_missing_teacher_is_a_config_error(write_config, tmp_path, capsys):
         tconfig.distill_from_dict({**data, "distill": {"loss": "l2"}})
 
 
+# -- the shared host loop: exact resume and Ctrl-C -------------------------
+
+
+def _tiny_distill(teacher, total: int, checkpoint_every: int = 500) -> tconfig.DistillConfig:
+    data = student_config([teacher], actor="student")
+    data["train"].update(total_env_steps=total, log_every=500, checkpoint_every=checkpoint_every, eval_episodes=1)
+    data["distill"].update(learning_starts=200, update_every=10, batch_size=16, replay_capacity=1000)
+    return tconfig.distill_from_dict(data)
+
+
+def _final_state(cfg, run_dir):
+    from jaxdqn.checkpoint import Checkpointer
+
+    setup = build_distiller(cfg)
+    target = jax.eval_shape(setup.distiller.init, jax.random.PRNGKey(0)[None])
+    state, _ = Checkpointer(run_dir / "checkpoints").restore_state(target)
+    return state
+
+
+def _assert_identical(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_distill_interrupted_saves_and_resume_continues_the_same_trajectory(teacher, tmp_path, monkeypatch):
+    from jaxdqn.transfer.distill import Distiller
+
+    full_dir = tmp_path / "full"
+    distill(_tiny_distill(teacher, 1500), run_dir=full_dir)
+    uninterrupted = _final_state(_tiny_distill(teacher, 1500), full_dir)
+
+    real_run, calls = Distiller.run, {"n": 0}
+
+    def flaky_run(self, state, n):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_run(self, state, n)
+
+    monkeypatch.setattr(Distiller, "run", flaky_run)
+    cut_dir = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        distill(_tiny_distill(teacher, 1500, checkpoint_every=0), run_dir=cut_dir)
+    assert checkpoint.complete_steps(cut_dir / "checkpoints") == [500]  # saved by the interruption
+    monkeypatch.setattr(Distiller, "run", real_run)
+    _, result = distill(_tiny_distill(teacher, 1500, checkpoint_every=0), run_dir=cut_dir, resume=True)
+    assert result["env_steps"] == 1500
+    # Bit-identical: params, optimizer, replay (states and teacher Q-values), env state, RNG keys.
+    _assert_identical(_final_state(_tiny_distill(teacher, 1500), cut_dir), uninterrupted)
+
+
 # -- a multi-task independent checkpoint as one teacher per task -------------
 
 INDEPENDENT = {

@@ -33,7 +33,7 @@ def test_dqn_learns_cartpole_over_three_seeds():
         state = agent.init(task_keys(cfg))
         before.append(float(evaluator(state.params, 0).mean()))
         for _ in range(10):  # chunks, as the training loop runs them
-            state = agent.run(state, iterations // 10)
+            state, _ = agent.run(state, iterations // 10)
         after.append(float(evaluator(state.params, base.train.total_env_steps).mean()))
     print(f"greedy return before {before}, after {after}")
     assert max(before) < 100  # an untrained network does not balance the pole

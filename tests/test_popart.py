@@ -127,15 +127,15 @@ def test_reward_scale_multiplies_rewards_in_targets():
 def test_resume_with_popart_state_is_bit_exact(tmp_path):
     cfg = cfg_for(learning_starts=40, replay_capacity=200, target_update_period=10)
     agent = build_agent(cfg)
-    start = agent.run(agent.init(task_keys(cfg)), 30)
+    start, _ = agent.run(agent.init(task_keys(cfg)), 30)
     checkpointer = Checkpointer(tmp_path / "checkpoints", keep=1)
     checkpointer.save(60, start, {})
-    straight = jax.device_get(agent.run(start, 30))
+    straight, _ = jax.device_get(agent.run(start, 30))
     restored, _ = checkpointer.restore_state(jax.eval_shape(agent.init, task_keys(cfg)))
     checkpointer.close()
-    resumed = jax.device_get(agent.run(restored, 30))
+    resumed, _ = jax.device_get(agent.run(restored, 30))
     assert float(np.abs(np.asarray(straight.opt_state.stats.scale) - 1.0).max()) > 0.01  # the statistics moved
-    for x, y in zip(jax.tree_util.tree_leaves(straight._replace(stats=None)), jax.tree_util.tree_leaves(resumed._replace(stats=None))):
+    for x, y in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 

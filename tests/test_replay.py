@@ -215,7 +215,7 @@ def cartpole_rollout():
     agent = build_agent(cfg)
     state = agent.init(task_keys(cfg))
     first_obs = np.asarray(state.obs[0])
-    state = agent.run(state, ITERATIONS)
+    state, _ = agent.run(state, ITERATIONS)
     storage = jax.device_get(state.replay.storage)
     rollout = {
         name: np.asarray(getattr(storage, name))[0].reshape((ITERATIONS, NUM_ENVS) + np.shape(getattr(storage, name))[2:])

@@ -223,9 +223,33 @@ def test_progressive_output_uses_the_source_column(progressive):
     assert float(params["torso"]["lateral_1_0"]["scale"]) == pytest.approx(0.01)  # learned scale, starts at scale_init
 
 
-def test_a_progressive_checkpoint_is_not_a_source(progressive):
-    with pytest.raises(CheckpointError, match="progressive network"):
-        load_source(str(progressive["run_dir"]))
+def test_a_progressive_checkpoint_is_evaluated_inspected_and_teaches(progressive, source, tmp_path, capsys):
+    from jaxdqn import checkpoint
+    from jaxdqn.evaluate import evaluate_checkpoint
+    from jaxdqn.transfer.run import build_distiller
+
+    run_dir = progressive["run_dir"]
+    # jaxdqn evaluate rebuilds the new column over its frozen source column
+    result = evaluate_checkpoint(run_dir, episodes=2)
+    assert result.returns.shape == (1, 2) and np.all(result.returns >= 1)
+    # as a teacher: the same Q-values as the trained progressive network
+    src = load_source(str(run_dir))
+    network = progressive["agent"].learner.network
+    obs = jax.random.normal(jax.random.PRNGKey(3), (5, 4))
+    trained, _ = checkpoint.load_params(
+        run_dir, jax.eval_shape(progressive["agent"].learner.init_params, jax.random.PRNGKey(0)[None], jnp.zeros((1, 4)))
+    )
+    want = network.apply(jax.tree_util.tree_map(lambda x: x[0], trained), obs)
+    np.testing.assert_allclose(src.fixed_q(0)(obs), want, rtol=1e-6)
+    data = {"name": "from_progressive", "teachers": [{"checkpoint": str(run_dir)}], "network": {"hidden_sizes": [16]},
+            "train": {**TRAIN, "total_env_steps": 1000, "log_every": 500}}
+    assert build_distiller(tconfig.distill_from_dict(data)).distiller.teachers.num_tasks == 1
+    assert cli.main(["inspect", str(run_dir)]) == 0
+    assert "progressive column over the sources below" in capsys.readouterr().out
+    # its torso is not a plain torso: it cannot seed fine-tuning or another progressive column
+    for method in ("finetune", "progressive"):
+        with pytest.raises(CheckpointError, match="progressive network"):
+            build_transfer_agent(transfer_cfg(run_dir, method))
 
 
 # -- distillation-assisted ------------------------------------------------
@@ -320,3 +344,42 @@ def test_train_runs_a_config_with_a_transfer_block_as_a_transfer(source, write_c
     assert cli.main(["train", str(path), "dqn.learning_rate=0.01", "--run-dir", str(tmp_path / "r")]) == 0
     assert seen == {"method": "progressive", "run_dir": tmp_path / "r", "lr": 0.01}
     assert "run finished (progressive)" in capsys.readouterr().out
+
+
+# -- the shared host loop: transfer runs resume exactly and save on Ctrl-C --
+
+
+def test_transfer_interrupted_saves_and_resume_continues_the_same_trajectory(source, tmp_path, monkeypatch):
+    from jaxdqn.agents.dqn import DQNAgent
+    from jaxdqn.checkpoint import Checkpointer
+
+    def cfg(checkpoint_every=1000):
+        data = run_config(name="t_resume")
+        data["train"].update(checkpoint_every=checkpoint_every)
+        data["transfer"] = {"method": "distill", "sources": [str(source)]}
+        return tconfig.transfer_from_dict(data)
+
+    def final(run_dir):
+        agent, _, _ = build_transfer_agent(cfg())
+        target = jax.eval_shape(agent.init, jax.random.PRNGKey(0)[None])
+        return Checkpointer(run_dir / "checkpoints").restore_state(target)[0]
+
+    transfer(cfg(), run_dir=tmp_path / "full")
+    uninterrupted = final(tmp_path / "full")
+
+    real_run, calls = DQNAgent.run, {"n": 0}
+
+    def flaky_run(self, state, n):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_run(self, state, n)
+
+    monkeypatch.setattr(DQNAgent, "run", flaky_run)
+    with pytest.raises(KeyboardInterrupt):
+        transfer(cfg(checkpoint_every=0), run_dir=tmp_path / "cut")
+    assert Checkpointer(tmp_path / "cut" / "checkpoints").latest_step() == 1000  # saved by the interruption
+    monkeypatch.setattr(DQNAgent, "run", real_run)
+    transfer(cfg(checkpoint_every=0), run_dir=tmp_path / "cut", resume=True)
+    # Bit-identical, the assisted learner's beta step count in the optimizer state included.
+    assert tree_equal(final(tmp_path / "cut"), uninterrupted)

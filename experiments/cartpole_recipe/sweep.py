@@ -70,7 +70,7 @@ def run(name: str, first: int) -> dict:
     state = agent.init(task_keys(cfg))
     iterations = cfg.train.total_env_steps // cfg.train.num_envs
     for _ in range(10):  # chunks, as the training loop runs them
-        state = agent.run(state, iterations // 10)
+        state, _ = agent.run(state, iterations // 10)
     returns = [round(float(r), 1) for r in Evaluator(cfg, agent)(state.params, cfg.train.total_env_steps).mean(axis=1)]
     return {
         "candidate": name, "seeds": f"{first}-{first + SEEDS - 1}", "greedy_return": returns,

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 
 from jaxdqn import replay
-from jaxdqn.agents.dqn import DQNAgent, Schedule
+from jaxdqn.agents.dqn import DQNAgent, TargetUpdate
+from jaxdqn.agents.schedule import Schedule
 from jaxdqn.agents.learner import Learner
 from jaxdqn.config import Config
 from jaxdqn.envs import TaskSet, TaskSpec
@@ -51,39 +52,45 @@ def task_batching(cfg: Config) -> str:
     return "unroll" if cfg.num_tasks == 1 else "vmap"
 
 
+def schedule(cfg: Config) -> Schedule:
+    """The run's env-step / update arithmetic (see jaxdqn.agents.schedule)."""
+    d, t = cfg.dqn, cfg.train
+    return Schedule(
+        num_envs=t.num_envs,
+        learning_starts=d.learning_starts,
+        update_every=d.update_every,
+        updates_per_round=d.updates_per_round,
+        batch_size=d.batch_size,
+        replay_capacity=d.replay_capacity,
+        epsilon_start=d.epsilon_start,
+        epsilon_end=d.epsilon_end,
+        epsilon_decay_steps=d.epsilon_decay_steps,
+    )
+
+
 def total_updates(cfg: Config) -> int:
     """Gradient steps a full run takes (per task)."""
-    d = cfg.dqn
-    learning_steps = max(0, cfg.train.total_env_steps - d.learning_starts)
-    return max(1, learning_steps * d.updates_per_round // d.update_every)
+    return max(1, schedule(cfg).updates_by(cfg.train.total_env_steps))
 
 
 def build_learner(cfg: Config, tasks: TaskSet) -> Learner:
     d, m = cfg.dqn, cfg.multitask
+    same_name = {
+        **{k: getattr(d, k) for k in ("gamma", "double", "huber_delta", "learning_rate", "adam_eps", "max_grad_norm")},
+        **{k: getattr(d, k) for k in ("popart", "popart_step_size", "popart_scale_lb", "popart_scale_ub")},
+        **{k: getattr(m, k) for k in ("mode", "soft_lambda", "soft_penalty_on", "gradient_surgery")},
+    }
     return Learner(
         network=QNetwork(network_spec(cfg), tasks.num_actions),
         num_tasks=tasks.num_tasks,
         action_mask=np.asarray(tasks.action_mask),
-        mode=m.mode,
         shared_head=m.hard_heads == "shared",
         task_weights=tuple(t.weight for t in cfg.tasks),
-        gamma=d.gamma,
-        double=d.double,
-        loss_kind=d.loss,
-        huber_delta=d.huber_delta,
-        learning_rate=d.learning_rate,
-        lr_decay_updates=total_updates(cfg) if d.lr_decay else 0,
-        adam_eps=d.adam_eps,
-        max_grad_norm=d.max_grad_norm,
-        soft_lambda=m.soft_lambda,
-        soft_penalty_on=m.soft_penalty_on,
-        task_batching=task_batching(cfg),
         reward_scale=tuple(t.reward_scale for t in cfg.tasks),
-        popart=d.popart,
-        popart_step_size=d.popart_step_size,
-        popart_scale_lb=d.popart_scale_lb,
-        popart_scale_ub=d.popart_scale_ub,
-        gradient_surgery=m.gradient_surgery,
+        loss_kind=d.loss,
+        lr_decay_updates=total_updates(cfg) if d.lr_decay else 0,
+        task_batching=task_batching(cfg),
+        **same_name,
     )
 
 
@@ -134,25 +141,12 @@ def eval_epsilon(cfg: Config, tasks: TaskSet) -> float:
 def build_agent(cfg: Config) -> DQNAgent:
     d, t = cfg.dqn, cfg.train
     tasks = TaskSet(task_specs(cfg), t.num_envs, atari=atari_options(cfg))
-    schedule = Schedule(
-        num_envs=t.num_envs,
-        batch_size=d.batch_size,
-        replay_capacity=d.replay_capacity,
-        learning_starts=d.learning_starts,
-        update_every=d.update_every,
-        updates_per_round=d.updates_per_round,
-        target_update=d.target_update,
-        target_update_period=d.target_update_period,
-        polyak_tau=d.polyak_tau,
-        epsilon_start=d.epsilon_start,
-        epsilon_end=d.epsilon_end,
-        epsilon_decay_steps=d.epsilon_decay_steps,
-    )
     mesh = make_mesh(cfg.multitask.mode, tasks.num_tasks, d.batch_size)
     buffer = replay
     if tasks.is_atari:  # frames stored once; see jaxdqn/pixel_replay.py
         buffer = PixelReplay(t.num_envs, stack=cfg.atari.stack_num, frame_channels=tasks.atari.frame_channels)
-    return DQNAgent(build_learner(cfg, tasks), tasks, schedule, mesh, buffer=buffer)
+    target = TargetUpdate(d.target_update, d.target_update_period, d.polyak_tau)
+    return DQNAgent(build_learner(cfg, tasks), tasks, schedule(cfg), mesh, buffer=buffer, target=target)
 
 
 def build_eval_tasks(cfg: Config) -> TaskSet:

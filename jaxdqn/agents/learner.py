@@ -48,6 +48,8 @@ from jaxdqn import losses
 from jaxdqn import popart as popart_lib
 from jaxdqn.networks import QNetwork, head_output_layers
 from jaxdqn.replay import Transition
+from jaxdqn import task_axis
+from jaxdqn.task_axis import TaskAxis
 
 Params = Any
 
@@ -109,11 +111,14 @@ class Learner:
     def per_task_optimizer(self) -> bool:
         return self.mode != "hard"
 
+    @property
+    def task_axis(self) -> TaskAxis:
+        """Which parameter leaves carry the task axis (see :mod:`jaxdqn.task_axis`)."""
+        return TaskAxis.for_mode(self.mode, self.num_tasks, self.shared_head)
+
     def param_axes(self) -> dict:
         """vmap axes of the parameter tree over tasks (``None`` = shared)."""
-        if self.mode == "hard":
-            return {"torso": None, "head": None if self.shared_head else 0}
-        return {"torso": 0, "head": 0}
+        return self.task_axis.vmap_axes()
 
     def init_params(self, task_keys: jax.Array, example_obs: jax.Array) -> Params:
         """Task ``i`` initialises its network from ``task_keys[i]``.
@@ -122,18 +127,19 @@ class Learner:
         hard-sharing run with T = 1 starts exactly where a single-task run does.
         """
         per_task = jax.vmap(lambda k: self.network.init(k, example_obs))(task_keys)
-        axes = self.param_axes()
-        return {
-            part: per_task[part] if axes[part] == 0 else jax.tree_util.tree_map(lambda x: x[0], per_task[part])
-            for part in ("torso", "head")
-        }
+        return self.task_axis.from_per_task(per_task)
 
-    @property
-    def optimizer(self) -> optax.GradientTransformation:
+    def base_optimizer(self) -> optax.GradientTransformation:
+        """One task's optimizer (or the whole shared network's in hard sharing)."""
         return optax.chain(
             optax.clip_by_global_norm(self.max_grad_norm),
             optax.adam(self.step_size, eps=self.adam_eps),
         )
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        """:meth:`base_optimizer`, run once per task where the mode keeps tasks apart."""
+        return per_task(self.base_optimizer(), self.per_task_optimizer)
 
     @property
     def step_size(self) -> float | optax.Schedule:
@@ -142,10 +148,7 @@ class Learner:
         return self.learning_rate
 
     def init_opt_state(self, params: Params):
-        if self.per_task_optimizer:
-            inner = jax.vmap(self.optimizer.init)(params)
-        else:
-            inner = self.optimizer.init(params)
+        inner = self.optimizer.init(params)
         if self.popart:
             return PopArtOptState(inner, popart_lib.init_stats(self.num_tasks))
         return inner
@@ -173,15 +176,16 @@ class Learner:
         stats = opt_state.stats
         return self.rescale_heads(params, stats, popart_lib.identity_stats(stats))
 
+    def apply_gradients(self, grads: Params, opt_state, params: Params):
+        """One optimizer step -> (params, opt_state)."""
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
     # -- acting -------------------------------------------------------------
 
     def task_params(self, params: Params, i: int) -> Params:
         """Task ``i``'s network parameters (shared parts as they are)."""
-        axes = self.param_axes()
-        return {
-            part: jax.tree_util.tree_map(lambda x: x[i], params[part]) if axes[part] == 0 else params[part]
-            for part in ("torso", "head")
-        }
+        return self.task_axis.task_slice(params, i)
 
     def q_values(self, params: Params, obs: jax.Array) -> jax.Array:
         """``obs [T, B, *obs_shape]`` -> Q-values ``[T, B, A]``.
@@ -261,8 +265,8 @@ class Learner:
         total = losses.weighted_task_sum(task_loss, self._weights())
         penalty = jnp.zeros((), jnp.float32)
         if self.mode == "soft":
-            leaf_filter = losses.path_contains("torso") if self.soft_penalty_on == "torso" else None
-            penalty = losses.soft_sharing_penalty(params, self.soft_lambda, leaf_filter)
+            mask = task_axis.part_mask(params, ("torso",) if self.soft_penalty_on == "torso" else None)
+            penalty = losses.soft_sharing_penalty(params, self.soft_lambda, mask=mask)
             total = total + penalty
         return total, LossInfo(task_loss, q_mean, penalty)
 
@@ -317,12 +321,17 @@ class Learner:
             grads, info = self._pcgrad_gradients(params, targets, batch, stats, keys)
         else:
             grads, info = jax.grad(self.loss_on_targets, has_aux=True)(params, targets, batch, stats)
-        if self.per_task_optimizer:
-            updates, inner = jax.vmap(self.optimizer.update)(grads, inner, params)
-        else:
-            updates, inner = self.optimizer.update(grads, inner, params)
+        params, inner = self.apply_gradients(grads, inner, params)
         opt_state = PopArtOptState(inner, stats) if self.popart else inner
-        return optax.apply_updates(params, updates), opt_state, info
+        return params, opt_state, info
+
+
+def per_task(optimizer: optax.GradientTransformation, vmapped: bool = True) -> optax.GradientTransformation:
+    """``optimizer`` run once per task over the leading task axis of every leaf
+    (its own moments, its own gradient clipping), or as it is when ``vmapped`` is false."""
+    if not vmapped:
+        return optimizer
+    return optax.GradientTransformation(jax.vmap(optimizer.init), jax.vmap(optimizer.update))
 
 
 def epsilon_greedy(key: jax.Array, q: jax.Array, epsilon: jax.Array, action_mask: jax.Array) -> jax.Array:
@@ -336,8 +345,3 @@ def epsilon_greedy(key: jax.Array, q: jax.Array, epsilon: jax.Array, action_mask
     explore = jax.random.uniform(explore_key, (batch,)) < epsilon
     return jnp.where(explore, random_actions, greedy).astype(jnp.int32)
 
-
-def linear_epsilon(step: jax.Array, start: float, end: float, decay_steps: int) -> jax.Array:
-    """``start`` -> ``end`` linearly over ``decay_steps`` env steps, then ``end``."""
-    frac = jnp.clip(step / decay_steps, 0.0, 1.0)
-    return start + frac * (end - start)

@@ -23,6 +23,7 @@ import optax
 
 from jaxdqn import losses
 from jaxdqn.agents.learner import Learner
+from jaxdqn.agents.schedule import Schedule
 from jaxdqn.transfer.distill import task_distill_losses
 from jaxdqn.transfer.sources import TeacherSet
 
@@ -70,12 +71,11 @@ class AssistedLearner(Learner):
     beta_start: float = 1.0
     beta_end: float = 0.0
     beta_decay_steps: float = 50_000.0  # env steps per task
-    learning_starts: int = 0  # env steps per task before the first update
-    env_steps_per_update: float = 10.0  # update_every / updates_per_round
+    schedule: Schedule | None = None  # converts gradient steps to env steps
 
     def beta(self, count: jax.Array) -> jax.Array:
-        """``beta`` at gradient step ``count`` (converted to env steps: learning_starts + count * env_steps_per_update)."""
-        env_steps = self.learning_starts + count.astype(jnp.float32) * self.env_steps_per_update
+        """``beta`` at gradient step ``count``, at the env step the schedule takes it."""
+        env_steps = self.schedule.env_steps_at(count)
         return beta_at(env_steps, self.beta_schedule, self.beta_start, self.beta_end, self.beta_decay_steps)
 
     def init_opt_state(self, params):
@@ -93,9 +93,5 @@ class AssistedLearner(Learner):
     def update(self, params, target_params, opt_state: AssistedOptState, batch):
         beta = jax.lax.stop_gradient(self.beta(opt_state.count))
         grads, info = jax.grad(self.assisted_loss, has_aux=True)(params, target_params, batch, beta)
-        if self.per_task_optimizer:
-            updates, inner = jax.vmap(self.optimizer.update)(grads, opt_state.inner, params)
-        else:
-            updates, inner = self.optimizer.update(grads, opt_state.inner, params)
-        count = optax.safe_increment(opt_state.count)
-        return optax.apply_updates(params, updates), AssistedOptState(inner, count), info
+        params, inner = self.apply_gradients(grads, opt_state.inner, params)
+        return params, AssistedOptState(inner, optax.safe_increment(opt_state.count)), info

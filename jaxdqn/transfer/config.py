@@ -16,7 +16,17 @@ from typing import Any
 import yaml
 
 from jaxdqn import config as config_lib
-from jaxdqn.config import Config, NetworkConfig, TrainConfig, _build, _field
+from jaxdqn.config import (
+    Config,
+    NetworkConfig,
+    OptimizerConfig,
+    ReplayConfig,
+    ScheduleConfig,
+    TrainConfig,
+    _build,
+    _field,
+    with_defaults,
+)
 from jaxdqn.errors import ConfigError
 
 DISTILL_LOSSES = ("kl", "mse", "nll")
@@ -36,21 +46,18 @@ class TeacherConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillSettings:
+class _DistillSettings(ScheduleConfig, ReplayConfig, OptimizerConfig):
+    """How to distil; the optimizer, replay and schedule keys are the dqn: section's."""
+
     loss: str = _field("kl", choices=DISTILL_LOSSES, help="kl: KL(teacher || student) of softened policies; mse: Q regression; nll: teacher's greedy action")
     tau_teacher: float = _field(0.01, low=0.0, low_open=True, help="kl: teacher softmax temperature (low sharpens)")
     tau_student: float = _field(1.0, low=0.0, low_open=True, help="kl and nll: student softmax temperature")
     actor: str = _field("teacher", choices=("teacher", "student"), help="who acts to fill replay: the teacher, or the student (online distillation)")
     actor_epsilon: float = _field(0.05, low=0.0, high=1.0, help="exploration of the acting policy")
-    learning_rate: float = _field(1e-3, low=0.0, low_open=True, help="student's Adam step size")
-    lr_decay: bool = _field(False, help="decay the step size linearly to 0 by the end of the run")
-    adam_eps: float = _field(1e-8, low=0.0, low_open=True, help="Adam epsilon")
-    max_grad_norm: float = _field(10.0, low=0.0, low_open=True, help="gradient clipping by global norm")
-    batch_size: int = _field(64, low=1, help="states per task per gradient step")
-    replay_capacity: int = _field(10_000, low=1, help="states (with the teacher's Q-values) kept per task")
-    learning_starts: int = _field(1_000, low=0, help="env steps per task before the first update")
-    update_every: int = _field(10, low=1, help="env steps per task between rounds of updates")
-    updates_per_round: int = _field(1, low=1, help="gradient steps per round")
+
+
+# A student learns faster than a DQN agent from scratch: its own defaults for the shared keys.
+DistillSettings = with_defaults(_DistillSettings, "DistillSettings", learning_rate=1e-3, batch_size=64, learning_starts=1_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,33 +70,16 @@ class DistillConfig:
     train: TrainConfig = _field(TrainConfig())
 
 
-def _check_train_block(t: TrainConfig) -> None:
-    for key in ("log_every", "total_env_steps"):
-        value = getattr(t, key)
-        if value % t.num_envs:
-            raise ConfigError(f"config key 'train.{key}': got {value}; allowed: a multiple of train.num_envs ({t.num_envs})")
-    for key in ("eval_every", "checkpoint_every"):
-        value = getattr(t, key)
-        if value % t.log_every:
-            raise ConfigError(f"config key 'train.{key}': got {value}; allowed: 0 or a multiple of train.log_every ({t.log_every})")
-
-
 def _check_distill(cfg: DistillConfig) -> None:
     if not cfg.teachers:
         raise ConfigError("config key 'teachers': got an empty list; allowed: one or more teachers, each {checkpoint: PATH}")
     for i, teacher in enumerate(cfg.teachers):
         if not teacher.checkpoint:
             raise ConfigError(f"config key 'teachers[{i}].checkpoint': missing; allowed: a checkpoint path")
+    config_lib.check_train(cfg.train)
+    config_lib.check_update_every(cfg.distill.update_every, "distill", cfg.train.num_envs)
     config_lib.check_network(cfg.network)
-    _check_train_block(cfg.train)
-    u, n = cfg.distill.update_every, cfg.train.num_envs
-    if u % n and n % u:
-        raise ConfigError(f"config key 'distill.update_every': got {u}; allowed: a multiple or a divisor of train.num_envs ({n})")
-    if cfg.distill.batch_size > cfg.distill.replay_capacity:
-        raise ConfigError(
-            f"config key 'distill.batch_size': got {cfg.distill.batch_size}; allowed: at most distill.replay_capacity "
-            f"({cfg.distill.replay_capacity}), the states a task's replay holds"
-        )
+    config_lib.check_batch_fits(cfg.distill, "distill", "states")
 
 
 def distill_from_dict(data: dict) -> DistillConfig:

@@ -9,8 +9,10 @@ gradient steps on
 ``L(theta) = sum_i (1/B) sum_b ell(q_theta(s_ib, task i), q_teacher_i(s_ib); mask_i)``
 
 where ``ell`` is :func:`jaxdqn.losses.distill_kl`, ``distill_mse`` or
-``distill_nll``. ``run(state, n)`` scans ``n`` iterations in one jitted call
-with the state donated, as :class:`jaxdqn.agents.DQNAgent` does.
+``distill_nll``. The iteration, ``run(state, n) -> (state, metrics)`` and the
+schedule are the ones :class:`jaxdqn.agents.DQNAgent` uses
+(:class:`jaxdqn.agents.system.System`); only the learner fields, what replay
+stores, who acts and the gradient step are distillation's own.
 
 With T > 1 the student shares its torso across tasks and has one head per
 task (the hard-sharing layout of :class:`jaxdqn.agents.Learner`), so its
@@ -20,16 +22,16 @@ checkpoints load with ``jaxdqn evaluate`` like any training run's.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxdqn import losses, replay
-from jaxdqn.agents.learner import Learner, epsilon_greedy
+from jaxdqn.agents.learner import Learner
+from jaxdqn.agents.schedule import Schedule
+from jaxdqn.agents.system import System
 from jaxdqn.envs import TaskSet
 from jaxdqn.transfer.sources import TeacherSet
 
@@ -90,18 +92,6 @@ class Sample(NamedTuple):
     q_teacher: jax.Array
 
 
-class DistillStats(NamedTuple):
-    """Sums since the host last looked (reset every chunk)."""
-
-    return_sum: jax.Array  # [T] returns of the actor's finished episodes
-    length_sum: jax.Array  # [T]
-    episodes: jax.Array  # [T]
-    loss_sum: jax.Array  # [T]
-    agreement_sum: jax.Array  # [T]
-    q_sum: jax.Array  # [T] student's mean Q-value of the teacher's greedy action
-    updates: jax.Array  # []
-
-
 class DistillState(NamedTuple):
     params: Any  # the student's
     opt_state: Any
@@ -113,34 +103,6 @@ class DistillState(NamedTuple):
     updates: jax.Array  # []
     episode_return: jax.Array  # [T, num_envs]
     episode_length: jax.Array  # [T, num_envs]
-    stats: DistillStats
-
-
-def _empty_stats(num_tasks: int) -> DistillStats:
-    z = jnp.zeros((num_tasks,), jnp.float32)
-    return DistillStats(z, z, z, z, z, z, jnp.zeros((), jnp.int32))
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillSchedule:
-    """Who acts and when the student learns (counted in env steps per task)."""
-
-    num_envs: int
-    batch_size: int
-    replay_capacity: int
-    learning_starts: int
-    update_every: int
-    updates_per_round: int
-    actor: str = "teacher"  # or "student"
-    actor_epsilon: float = 0.05
-
-    @property
-    def iterations_per_round(self) -> int:
-        return max(1, self.update_every // self.num_envs)
-
-    @property
-    def updates_per_iteration_round(self) -> int:
-        return self.updates_per_round * max(1, self.num_envs // self.update_every)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,42 +113,43 @@ class LossSpec:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Distiller:
-    """Student ``learner`` (its network, layout and optimizer), teachers, tasks, schedule."""
+class Distiller(System):
+    """Student ``learner`` (its network, layout and optimizer), teachers, tasks, schedule.
+
+    ``actor`` is who acts to fill replay: ``"teacher"`` or ``"student"``
+    (online distillation); it explores with the schedule's epsilon.
+    """
 
     student: Learner
     teachers: TeacherSet
     tasks: TaskSet
-    schedule: DistillSchedule
+    schedule: Schedule
     loss_spec: LossSpec = LossSpec()
+    actor: str = "teacher"
+    mesh: Any = None
+    buffer: Any = replay
+
+    state_type = DistillState
+    learn_metrics = (("loss", True), ("q_mean", True), ("agreement", True))
 
     @property
-    def num_tasks(self) -> int:
-        return self.tasks.num_tasks
+    def learner(self) -> Learner:
+        return self.student
 
-    @functools.partial(jax.jit, static_argnums=0)
-    def init(self, task_keys: jax.Array) -> DistillState:
-        split = jax.vmap(lambda k: jax.random.split(k, 3))(task_keys)
-        next_keys, init_keys, reset_keys = split[:, 0], split[:, 1], split[:, 2]
-        env_state, obs = self.tasks.reset(reset_keys)
+    def init_learning(self, init_keys: jax.Array, obs: jax.Array) -> dict:
         params = self.student.init_params(init_keys, obs[0])
-        example = Sample(obs[0, 0], jnp.zeros((self.tasks.num_actions,), jnp.float32))
-        one = replay.init(example, self.schedule.replay_capacity)
-        buffers = replay.stack_tasks(one, self.num_tasks)
-        zeros = jnp.zeros((self.num_tasks, self.tasks.num_envs), jnp.float32)
-        return DistillState(
-            params=params,
-            opt_state=self.student.init_opt_state(params),
-            env_state=env_state,
-            obs=obs,
-            replay=buffers,
-            keys=next_keys,
-            env_steps=jnp.zeros((), jnp.int32),
-            updates=jnp.zeros((), jnp.int32),
-            episode_return=zeros,
-            episode_length=zeros,
-            stats=_empty_stats(self.num_tasks),
-        )
+        return {"params": params, "opt_state": self.student.init_opt_state(params)}
+
+    def replay_example(self, obs: jax.Array) -> Sample:
+        return Sample(obs[0, 0], jnp.zeros((self.tasks.num_actions,), jnp.float32))
+
+    def replay_items(self, state: DistillState, actions: jax.Array, step) -> Sample:
+        return Sample(state.obs, self.teachers.q_values(None, state.obs))
+
+    def acting_q(self, state: DistillState) -> jax.Array:
+        if self.actor == "teacher":
+            return self.teachers.q_values(None, state.obs)
+        return self.student.q_values(state.params, state.obs)
 
     # -- learning -----------------------------------------------------------
 
@@ -199,75 +162,10 @@ class Distiller:
         agreement = greedy_agreement(q_student, batch.q_teacher, mask)
         teacher_action = jax.vmap(jax.vmap(losses.masked_argmax, in_axes=(0, None)))(batch.q_teacher, mask)
         q_taken = jnp.take_along_axis(q_student, teacher_action[..., None], axis=-1)[..., 0]
-        return losses.weighted_task_sum(per_task), (per_task, agreement, q_taken.mean(axis=1))
+        return losses.weighted_task_sum(per_task), {"loss": per_task, "agreement": agreement, "q_mean": q_taken.mean(axis=1)}
 
-    def update(self, params, opt_state, batch: Sample):
-        """One gradient step of the student on every task -> (params, opt_state, info)."""
-        grads, info = jax.grad(self.loss, has_aux=True)(params, batch)
-        optimizer = self.student.optimizer
-        if self.student.per_task_optimizer:
-            updates, opt_state = jax.vmap(optimizer.update)(grads, opt_state, params)
-        else:
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, info
-
-    def _gradient_step(self, state: DistillState, keys: jax.Array) -> DistillState:
-        batch = jax.vmap(replay.sample, in_axes=(0, 0, None))(state.replay, keys, self.schedule.batch_size)
-        params, opt_state, (per_task, agreement, q_mean) = self.update(state.params, state.opt_state, batch)
-        stats = state.stats._replace(
-            loss_sum=state.stats.loss_sum + per_task,
-            agreement_sum=state.stats.agreement_sum + agreement,
-            q_sum=state.stats.q_sum + q_mean,
-            updates=state.stats.updates + 1,
-        )
-        return state._replace(params=params, opt_state=opt_state, updates=state.updates + 1, stats=stats)
-
-    def _learn(self, state: DistillState, keys: jax.Array) -> DistillState:
-        n = self.schedule.updates_per_iteration_round
-        per_update = jax.vmap(lambda k: jax.random.split(k, n))(keys)
-        return jax.lax.fori_loop(0, n, lambda i, st: self._gradient_step(st, per_update[:, i]), state)
-
-    # -- one iteration ------------------------------------------------------
-
-    def iteration(self, state: DistillState) -> DistillState:
-        split = jax.vmap(lambda k: jax.random.split(k, 4))(state.keys)
-        keys, act_keys, env_keys, update_keys = split[:, 0], split[:, 1], split[:, 2], split[:, 3]
-        mask = jnp.asarray(self.tasks.action_mask)
-        s = self.schedule
-
-        q_teacher = self.teachers.q_values(None, state.obs)
-        q_act = q_teacher if s.actor == "teacher" else self.student.q_values(state.params, state.obs)
-        actions = jax.vmap(epsilon_greedy, in_axes=(0, 0, None, 0))(act_keys, q_act, s.actor_epsilon, mask)
-        env_state, step = self.tasks.step(env_keys, state.env_state, actions)
-        buffers = jax.vmap(replay.add_batch)(state.replay, Sample(state.obs, q_teacher))
-
-        done = jnp.logical_or(step.terminated, step.truncated)
-        ep_return = state.episode_return + step.reward
-        ep_length = state.episode_length + 1
-        stats = state.stats._replace(
-            return_sum=state.stats.return_sum + jnp.where(done, ep_return, 0.0).sum(axis=1),
-            length_sum=state.stats.length_sum + jnp.where(done, ep_length, 0.0).sum(axis=1),
-            episodes=state.stats.episodes + done.sum(axis=1),
-        )
-        env_steps = state.env_steps + s.num_envs
-        state = state._replace(
-            env_state=env_state,
-            obs=step.obs,
-            replay=buffers,
-            keys=keys,
-            env_steps=env_steps,
-            episode_return=jnp.where(done, 0.0, ep_return),
-            episode_length=jnp.where(done, 0.0, ep_length),
-            stats=stats,
-        )
-        learn_now = jnp.logical_and(
-            env_steps >= s.learning_starts, (env_steps // s.num_envs) % s.iterations_per_round == 0
-        )
-        return jax.lax.cond(learn_now, self._learn, lambda st, _: st, state, update_keys)
-
-    @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=(1,))
-    def run(self, state: DistillState, num_iterations: int) -> DistillState:
-        """``num_iterations`` iterations in one compiled call."""
-        state = state._replace(stats=_empty_stats(self.num_tasks))
-        state, _ = jax.lax.scan(lambda st, _: (self.iteration(st), None), state, None, length=num_iterations)
-        return state
+    def gradient_step(self, state: DistillState, batch: Sample, keys: jax.Array) -> tuple[DistillState, dict]:
+        del keys  # the step draws nothing of its own
+        grads, info = jax.grad(self.loss, has_aux=True)(state.params, batch)
+        params, opt_state = self.student.apply_gradients(grads, state.opt_state, state.params)
+        return state._replace(params=params, opt_state=opt_state), info

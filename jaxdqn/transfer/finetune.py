@@ -37,11 +37,6 @@ def derive(base: Learner, cls: type, **extra) -> Learner:
     return cls(**values)
 
 
-def updates_before(env_steps: int, learning_starts: int, update_every: int, updates_per_round: int) -> int:
-    """Gradient steps a DQN run has taken by ``env_steps`` env steps per task."""
-    return max(0, env_steps - learning_starts) * updates_per_round // update_every
-
-
 class ZeroUntilState(NamedTuple):
     count: jax.Array
 
@@ -107,20 +102,8 @@ def split_optimizer(
 def place_source(learner: Learner, fresh: Params, source_task_params: Params, reinit_head: bool) -> Params:
     """``fresh`` (a learner's initial parameters) with the source's torso, and head unless
     ``reinit_head``, copied into every task's slot of the learner's layout."""
-    axes = learner.param_axes()
-    out = {}
-    for part in ("torso", "head"):
-        if part == "head" and reinit_head:
-            out[part] = fresh[part]
-            continue
-        src = source_task_params[part]
-        if axes[part] == 0:
-            out[part] = jax.tree_util.tree_map(
-                lambda s, f: jnp.broadcast_to(jnp.asarray(s, f.dtype), f.shape), src, fresh[part]
-            )
-        else:
-            out[part] = jax.tree_util.tree_map(lambda s, f: jnp.asarray(s, f.dtype), src, fresh[part])
-    return out
+    placed = learner.task_axis.broadcast(source_task_params, fresh)
+    return {**placed, "head": fresh["head"]} if reinit_head else placed
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -137,8 +120,7 @@ class FinetuneLearner(Learner):
         fresh = super().init_params(task_keys, example_obs)
         return place_source(self, fresh, self.source, self.reinit_head)
 
-    @property
-    def optimizer(self) -> optax.GradientTransformation:
+    def base_optimizer(self) -> optax.GradientTransformation:
         return split_optimizer(
             self.step_size,
             self.max_grad_norm,

@@ -1,4 +1,4 @@
-"""Host loops behind ``jaxdqn distill`` and ``jaxdqn transfer``.
+"""``jaxdqn distill`` and ``jaxdqn transfer``: their systems and jobs for the host loop (:mod:`jaxdqn.loop`).
 
 Both write a run directory like training does: ``config.yaml``,
 ``metrics.csv`` (one row per task per host visit, plus the mean),
@@ -18,53 +18,39 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime
 import json
 import math
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import jax
 import numpy as np
 
-from jaxdqn import checkpoint, memory
+from jaxdqn import checkpoint, loop, memory
 from jaxdqn import config as config_lib
-from jaxdqn.agents.build import build_agent, build_learner, network_spec, task_keys, task_specs
+from jaxdqn.agents.build import build_agent, build_learner, network_spec, schedule, task_keys, task_specs
 from jaxdqn.agents.dqn import DQNAgent
-from jaxdqn.checkpoint import Checkpointer
-from jaxdqn.config import Config
+from jaxdqn.config import Config, DQNConfig, MultitaskConfig
 from jaxdqn.envs import TaskSet
-from jaxdqn.errors import ConfigError, JaxdqnError
+from jaxdqn.errors import ConfigError
 from jaxdqn.logging import MetricsWriter
+from jaxdqn.evaluate import Evaluator
 from jaxdqn.networks import QNetwork
-from jaxdqn.train import Evaluator, checkpoint_meta
+from jaxdqn.train import checkpoint_meta
 from jaxdqn.train import train as train_loop
 from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.assisted import AssistedLearner
-from jaxdqn.transfer.distill import DistillSchedule, Distiller, LossSpec
+from jaxdqn.transfer.distill import Distiller, LossSpec
 from jaxdqn.transfer.finetune import FinetuneLearner, as_numpy, derive
-from jaxdqn.transfer.progressive import FrozenColumn, ProgressiveQNetwork
-from jaxdqn.transfer.sources import Source, TeacherSet, fit_problems, load_source, refuse
-
-
-def _new_run_dir(output_dir: str, name: str) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(output_dir) / f"{name}-{stamp}"
-
-
-def _refuse_existing(run_dir: Path, resume: bool = False) -> None:
-    ckpt_dir = run_dir / "checkpoints"
-    if resume and not ckpt_dir.is_dir():
-        raise JaxdqnError(f"--resume: no checkpoints in {str(run_dir)!r}")
-    if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
-        raise JaxdqnError(f"{str(run_dir)!r} already holds checkpoints; pick another --run-dir")
-
-
-def _progress_bar(name: str, total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, dynamic_ncols=True, desc=name)
+from jaxdqn.transfer.sources import (
+    Source,
+    TeacherSet,
+    fit_problems,
+    load_source,
+    progressive_network,
+    refuse,
+    refuse_progressive,
+)
 
 
 # --------------------------------------------------------------------------
@@ -97,33 +83,22 @@ def build_distiller(cfg: tconfig.DistillConfig) -> DistillSetup:
         src.check_task(teacher.task, f"teachers[{i}].task")
         sources.append(src)
     labels = _unique([t.name or src.label(t.task) for t, src in zip(cfg.teachers, sources)])
-    tasks = []
-    for t, src, label in zip(cfg.teachers, sources, labels):
-        task = dict(config_lib.to_dict(src.cfg.tasks[t.task]))
-        tasks.append({"env_id": task["env_id"], "env_params": task.get("env_params", {}), "name": label})
+    tasks = tuple(
+        dataclasses.replace(src.cfg.tasks[t.task], name=label, weight=1.0, seed_offset=-1)
+        for t, src, label in zip(cfg.teachers, sources, labels)
+    )
     d = cfg.distill
-    student_data = {
-        "name": cfg.name,
-        "seed": cfg.seed,
-        "tasks": tasks,
-        "network": config_lib.to_dict(cfg.network),
-        "dqn": {
-            "learning_rate": d.learning_rate,
-            "lr_decay": d.lr_decay,
-            "adam_eps": d.adam_eps,
-            "max_grad_norm": d.max_grad_norm,
-            "batch_size": d.batch_size,
-            "replay_capacity": d.replay_capacity,
-            "learning_starts": d.learning_starts,
-            "update_every": d.update_every,
-            "updates_per_round": d.updates_per_round,
-            "epsilon_start": d.actor_epsilon,
-            "epsilon_end": d.actor_epsilon,
-        },
-        "multitask": {"mode": "hard" if len(tasks) > 1 else "independent", "hard_heads": "per_task"},
-        "train": config_lib.to_dict(cfg.train),
-    }
-    student_cfg = config_lib.from_dict(student_data)
+    student_cfg = config_lib.check(
+        Config(
+            name=cfg.name,
+            seed=cfg.seed,
+            tasks=tasks,
+            network=cfg.network,
+            dqn=DQNConfig(**config_lib.learning_values(d), epsilon_start=d.actor_epsilon, epsilon_end=d.actor_epsilon),
+            multitask=MultitaskConfig(mode="hard" if len(tasks) > 1 else "independent"),
+            train=cfg.train,
+        )
+    )
     task_set = TaskSet(task_specs(student_cfg), cfg.train.num_envs)
     if getattr(task_set, "is_atari", False):
         raise ConfigError("teachers: distillation runs on gymnax tasks; Atari teachers are not supported yet")
@@ -132,17 +107,8 @@ def build_distiller(cfg: tconfig.DistillConfig) -> DistillSetup:
         refuse(f"teachers[{i}]: checkpoint", src, problems)
     student = build_learner(student_cfg, task_set)
     teachers = TeacherSet(tuple(src.fixed_q(t.task, task_set.num_actions) for t, src in zip(cfg.teachers, sources)))
-    schedule = DistillSchedule(
-        num_envs=cfg.train.num_envs,
-        batch_size=d.batch_size,
-        replay_capacity=d.replay_capacity,
-        learning_starts=d.learning_starts,
-        update_every=d.update_every,
-        updates_per_round=d.updates_per_round,
-        actor=d.actor,
-        actor_epsilon=d.actor_epsilon,
-    )
-    distiller = Distiller(student, teachers, task_set, schedule, LossSpec(d.loss, d.tau_teacher, d.tau_student))
+    loss = LossSpec(d.loss, d.tau_teacher, d.tau_student)
+    distiller = Distiller(student, teachers, task_set, schedule(student_cfg), loss, actor=d.actor)
     records = [
         {"checkpoint": src.path, "task": t.task, "label": src.label(t.task), "network": src.meta["network"],
          "train_eval_return": (src.meta.get("eval_return") or [None] * src.num_tasks)[t.task]}
@@ -158,93 +124,70 @@ def _percent(student: float, teacher: float) -> float:
     return 100.0 * student / teacher if teacher else math.nan
 
 
-def distill(cfg: tconfig.DistillConfig, run_dir: str | Path | None = None) -> tuple[Path, dict]:
+class DistillJob(loop.Job):
+    """A distillation run: teachers evaluated on the same episodes as the student,
+    ``distill.csv`` and the summary beside the usual outputs."""
+
+    def __init__(self, cfg: tconfig.DistillConfig, setup: DistillSetup):
+        distiller, student_cfg = setup.distiller, setup.student_cfg
+        super().__init__(cfg.name, cfg.train, distiller, task_keys(student_cfg), Evaluator(student_cfg, distiller))
+        self.cfg, self.setup = cfg, setup
+        self.teacher_eval = Evaluator(student_cfg, distiller.teachers)
+        self.summary: dict[str, dict] = {}
+        self._file = self._csv = None
+
+    def start(self, run_dir: Path, resume: bool, state) -> None:
+        path = run_dir / "distill.csv"
+        is_new = not (resume and path.exists())
+        self._file = path.open("w" if is_new else "a", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=DISTILL_COLUMNS)
+        if is_new:
+            self._csv.writeheader()
+
+    def evaluated(self, state, env_steps: int, per_task: dict[str, dict]) -> None:
+        teacher_returns = self.teacher_eval(None, env_steps)  # the same episodes (same keys)
+        for i, (label, row) in enumerate(per_task.items()):
+            teacher = float(teacher_returns[i].mean())
+            record = {
+                "env_steps": env_steps,
+                "task": label,
+                "student_return": row["eval_return"],
+                "teacher_return": teacher,
+                "percent_of_teacher": _percent(row["eval_return"], teacher),
+                "agreement": row["agreement"],
+                "loss": row["loss"],
+            }
+            self._csv.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in record.items()})
+            self.summary[label] = record
+        self._file.flush()
+
+    def postfix(self, per_task: dict[str, dict], last_eval) -> dict:
+        if not self.summary:
+            return {}
+        return {"% of teacher": f"{np.mean([s['percent_of_teacher'] for s in self.summary.values()]):.0f}"}
+
+    def meta(self, env_steps: int, eval_return) -> dict:
+        return _distill_meta(self.cfg, self.setup, env_steps, eval_return, self.summary, self.system.tasks.labels)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def distill(cfg: tconfig.DistillConfig, run_dir: str | Path | None = None, resume: bool = False) -> tuple[Path, dict]:
     """Distils as ``cfg`` says; returns the run directory and the final summary."""
     t = cfg.train
-    run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(t.output_dir, cfg.name)
-    _refuse_existing(run_dir)
+    run_dir = Path(run_dir) if run_dir is not None else loop.new_run_dir(t.output_dir, cfg.name)
+    loop.check_run_dir(run_dir, resume)
     setup = build_distiller(cfg)  # loads and checks the teachers before anything is written
-    distiller, student_cfg = setup.distiller, setup.student_cfg
-    abstract_state = jax.eval_shape(distiller.init, task_keys(student_cfg))  # shapes only
+    abstract_state = jax.eval_shape(setup.distiller.init, task_keys(setup.student_cfg))  # shapes only
     memory.check_state_fits(abstract_state, abstract_state.replay, "distill.replay_capacity", cfg.distill.replay_capacity)
-    student_eval = Evaluator(student_cfg, SimpleNamespace(learner=distiller.student))
-    teacher_eval = Evaluator(student_cfg, SimpleNamespace(learner=distiller.teachers))
+    job = DistillJob(cfg, setup)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(tconfig.dump(cfg))
-    (run_dir / "student.yaml").write_text(config_lib.dump(student_cfg))
-
-    state = distiller.init(task_keys(student_cfg))
-    labels = distiller.tasks.labels
-    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard)
-    checkpointer = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints)
-    bar = _progress_bar(cfg.name, t.total_env_steps, t.progress)
-    extra_file = (run_dir / "distill.csv").open("w", newline="")
-    extra = csv.DictWriter(extra_file, fieldnames=DISTILL_COLUMNS)
-    extra.writeheader()
-    env_steps, last_eval, summary = 0, None, {}
-    chunk = t.log_every // t.num_envs
-    try:
-        while env_steps < t.total_env_steps:
-            iterations = min(chunk, (t.total_env_steps - env_steps) // t.num_envs)
-            started = time.perf_counter()
-            state = distiller.run(state, iterations)
-            jax.block_until_ready(state)
-            elapsed = time.perf_counter() - started
-            env_steps = int(state.env_steps)
-            finished = env_steps >= t.total_env_steps
-            stats = jax.device_get(state.stats)
-            updates = max(int(stats.updates), 1)
-            evaluation = teacher_returns = None
-            if finished or (t.eval_every and env_steps % t.eval_every == 0):
-                evaluation = student_eval(state.params, env_steps)
-                teacher_returns = teacher_eval(None, env_steps)  # the same episodes (same keys)
-                last_eval = [float(x) for x in evaluation.mean(axis=1)]
-            per_task = {}
-            for i, label in enumerate(labels):
-                episodes = float(stats.episodes[i])
-                row = {
-                    "episode_return": float(stats.return_sum[i]) / episodes if episodes else math.nan,
-                    "episode_length": float(stats.length_sum[i]) / episodes if episodes else math.nan,
-                    "episodes": episodes,
-                    "loss": float(stats.loss_sum[i]) / updates if stats.updates else math.nan,
-                    "q_mean": float(stats.q_sum[i]) / updates if stats.updates else math.nan,
-                    "epsilon": distiller.schedule.actor_epsilon,
-                }
-                if evaluation is not None:
-                    row["eval_return"] = float(evaluation[i].mean())
-                    row["eval_return_std"] = float(evaluation[i].std())
-                    teacher = float(teacher_returns[i].mean())
-                    record = {
-                        "env_steps": env_steps,
-                        "task": label,
-                        "student_return": row["eval_return"],
-                        "teacher_return": teacher,
-                        "percent_of_teacher": _percent(row["eval_return"], teacher),
-                        "agreement": float(stats.agreement_sum[i]) / updates if stats.updates else math.nan,
-                        "loss": row["loss"],
-                    }
-                    extra.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in record.items()})
-                    summary[label] = record
-                per_task[label] = row
-            extra_file.flush()
-            steps_per_sec = iterations * t.num_envs * distiller.num_tasks / elapsed
-            writer.write(
-                {"env_steps": env_steps, "updates": int(state.updates), "steps_per_sec": steps_per_sec, "wall_time": time.time()},
-                per_task,
-            )
-            postfix = {"steps/s": f"{steps_per_sec:,.0f}"}
-            if summary:
-                postfix["% of teacher"] = f"{np.mean([s['percent_of_teacher'] for s in summary.values()]):.0f}"
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(env_steps - bar.n)
-            if finished or (t.checkpoint_every and env_steps % t.checkpoint_every == 0):
-                checkpointer.save(env_steps, state, _distill_meta(cfg, setup, env_steps, last_eval, summary, labels))
-    finally:
-        bar.close()
-        writer.close()
-        checkpointer.close()
-        extra_file.close()
-    result = {"run_dir": str(run_dir), "env_steps": env_steps, "eval_episodes": t.eval_episodes, "tasks": summary}
+    (run_dir / "student.yaml").write_text(config_lib.dump(setup.student_cfg))
+    state = loop.run(job, run_dir, resume)
+    result = {"run_dir": str(run_dir), "env_steps": int(state.env_steps), "eval_episodes": t.eval_episodes, "tasks": job.summary}
     (run_dir / "summary.json").write_text(json.dumps(result, indent=2))
     return run_dir, result
 
@@ -303,6 +246,7 @@ def _finetune_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source)
     tr, run = cfg.transfer, cfg.run
     f, j = tr.finetune, tr.source_task
     tasks = agent.tasks
+    refuse_progressive(src, "of fine-tuning")
     target_net = QNetwork(network_spec(run), tasks.num_actions)
     example = jax.ShapeDtypeStruct((1,) + tuple(tasks.obs_shape), tasks.obs_dtype)
     wanted = jax.eval_shape(target_net.init, jax.random.PRNGKey(0), example)
@@ -315,10 +259,7 @@ def _finetune_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source)
     problems = sorted(set(problems), key=problems.index)
     hint = "set transfer.finetune.reinit_head: true to start a new head" if any("actions" in p for p in problems) else ""
     refuse("source checkpoint", src, problems, hint)
-    d = run.dqn
-    freeze_updates = 0
-    if f.freeze_torso == "first":
-        freeze_updates = max(0, f.freeze_steps - d.learning_starts) * d.updates_per_round // d.update_every
+    freeze_updates = agent.schedule.updates_by(f.freeze_steps) if f.freeze_torso == "first" else 0
     return derive(
         agent.learner,
         FinetuneLearner,
@@ -334,18 +275,15 @@ def _progressive_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, sources: 
     tr = cfg.transfer
     tasks = agent.tasks
     for src in sources:
+        refuse_progressive(src, "a progressive column")
         refuse("source checkpoint", src, fit_problems(src, tr.source_task, tasks.labels[0], None, tasks.obs_shape))
-    columns = tuple(
-        FrozenColumn(src.network_spec, as_numpy(src.task_params(tr.source_task)["torso"]), src.obs_shape) for src in sources
-    )
-    network = ProgressiveQNetwork(
-        network_spec(cfg.run), tasks.num_actions, columns, tr.progressive.adapter_size, tr.progressive.scale_init
-    )
+    p = tr.progressive
+    network = progressive_network(network_spec(cfg.run), tasks.num_actions, sources, tr.source_task, p.adapter_size, p.scale_init)
     return dataclasses.replace(agent.learner, network=network)
 
 
 def _assisted_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source):
-    tr, d = cfg.transfer, cfg.run.dqn
+    tr = cfg.transfer
     tasks = agent.tasks
     problems = []
     for i, label in enumerate(tasks.labels):
@@ -358,14 +296,9 @@ def _assisted_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source)
         AssistedLearner,
         teacher=teacher,
         distill_kind=a.loss,
-        tau_teacher=a.tau_teacher,
-        tau_student=a.tau_student,
-        beta_schedule=a.beta_schedule,
-        beta_start=a.beta_start,
-        beta_end=a.beta_end,
         beta_decay_steps=float(a.beta_decay_steps),
-        learning_starts=d.learning_starts,
-        env_steps_per_update=d.update_every / d.updates_per_round,
+        **{key: getattr(a, key) for key in ("tau_teacher", "tau_student", "beta_schedule", "beta_start", "beta_end")},
+        schedule=agent.schedule,
     )
 
 
@@ -406,8 +339,8 @@ def build_transfer_agent(cfg: tconfig.TransferConfig) -> tuple[DQNAgent, Config,
 
 def transfer(cfg: tconfig.TransferConfig, run_dir: str | Path | None = None, resume: bool = False) -> Path:
     """Trains the target task(s) with the configured transfer method; returns the run directory."""
-    run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(cfg.run.train.output_dir, cfg.name)
-    _refuse_existing(run_dir, resume)
+    run_dir = Path(run_dir) if run_dir is not None else loop.new_run_dir(cfg.run.train.output_dir, cfg.name)
+    loop.check_run_dir(run_dir, resume)
     agent, run, meta = build_transfer_agent(cfg)  # loads and checks the sources before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "transfer.yaml").write_text(tconfig.dump(cfg))

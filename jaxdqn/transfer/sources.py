@@ -19,11 +19,14 @@ import numpy as np
 
 from jaxdqn import checkpoint
 from jaxdqn import config as config_lib
-from jaxdqn.agents.build import build_learner, task_specs, task_keys
+from jaxdqn.agents.build import build_learner, network_spec, task_keys, task_specs
 from jaxdqn.agents.learner import Learner
 from jaxdqn.envs import TaskSet
 from jaxdqn.errors import CheckpointError, ConfigError
 from jaxdqn.networks import NetworkSpec, QNetwork
+from jaxdqn.task_axis import TaskAxis
+from jaxdqn.transfer.finetune import as_numpy
+from jaxdqn.transfer.progressive import FrozenColumn, ProgressiveQNetwork
 
 Params = Any
 
@@ -101,27 +104,60 @@ class Source(CheckpointInfo):
 
 def _stored_config(meta: dict, where: str) -> config_lib.Config:
     try:
-        return config_lib.from_dict(meta["config"])
+        return config_lib.from_dict(meta["config"], strict=False)
     except (KeyError, ConfigError) as err:
         raise CheckpointError(f"checkpoint {where}: its stored config cannot be read ({err})") from None
 
 
+def is_progressive(meta: dict) -> bool:
+    return (meta.get("transfer") or {}).get("method") == "progressive"
+
+
+def progressive_network(
+    spec: NetworkSpec, num_actions: int, sources: Sequence["Source"], source_task: int, adapter_size: int, scale_init: float
+) -> ProgressiveQNetwork:
+    """A new column over task ``source_task``'s torso of each source (frozen)."""
+    columns = tuple(
+        FrozenColumn(src.network_spec, as_numpy(src.task_params(source_task)["torso"]), src.obs_shape) for src in sources
+    )
+    return ProgressiveQNetwork(spec, num_actions, columns, adapter_size, scale_init)
+
+
+def stored_learner(meta: dict, cfg: config_lib.Config, tasks: TaskSet, where: str) -> Learner:
+    """The learner a checkpoint was trained with: its config's, and for a progressive
+    network the frozen columns loaded again from the sources its metadata names."""
+    learner = build_learner(cfg, tasks)
+    if not is_progressive(meta):
+        return learner
+    settings = meta["transfer"]
+    sources = [load_source(path, f"progressive column of {where}:") for path in settings["sources"]]
+    p = settings.get("progressive", {})
+    network = progressive_network(
+        network_spec(cfg), tasks.num_actions, sources, settings.get("source_task", 0), p["adapter_size"], p["scale_init"]
+    )
+    return dataclasses.replace(learner, network=network)
+
+
 def load_source(path: str, what: str = "checkpoint") -> Source:
-    """Loads a plain (train or distill) checkpoint: run dir, checkpoints dir or step dir."""
+    """Loads a checkpoint (train, distill or transfer, progressive included): run dir, checkpoints dir or step dir."""
     info = read_info(path)
     where, meta = info.path, info.meta
-    if meta.get("transfer", {}).get("method") == "progressive":
-        raise CheckpointError(
-            f"{what} {where} is a progressive network; only plain checkpoints (train, distill, finetune, distill-assisted) "
-            "can be used as a teacher or source"
-        )
     cfg = _stored_config(meta, where)
     tasks = TaskSet(task_specs(cfg), 1)
-    learner = build_learner(cfg, tasks)
+    learner = stored_learner(meta, cfg, tasks, where)
     example = jax.ShapeDtypeStruct((1,) + tuple(tasks.obs_shape), tasks.obs_dtype)
     target = jax.eval_shape(learner.init_params, task_keys(cfg), example)
     params, meta = checkpoint.load_params(where, target)
     return Source(path=where, meta=meta, cfg=cfg, learner=learner, params=jax.device_get(params))
+
+
+def refuse_progressive(source: CheckpointInfo, use: str) -> None:
+    """A progressive network's torso is not a plain torso: it cannot seed ``use``."""
+    if is_progressive(source.meta):
+        raise CheckpointError(
+            f"source checkpoint {source.path} is a progressive network; it can be a teacher (jaxdqn distill) or the "
+            f"source of transfer.method: distill, but not {use}"
+        )
 
 
 def param_counts(info: CheckpointInfo) -> tuple[int, int]:
@@ -129,13 +165,12 @@ def param_counts(info: CheckpointInfo) -> tuple[int, int]:
     shapes = checkpoint.stored_param_shapes(info.path)
     mode = info.meta.get("mode", "independent")
     shared_head = (info.meta.get("config", {}).get("multitask", {}) or {}).get("hard_heads") == "shared"
+    axis = TaskAxis.for_mode(mode, info.num_tasks, shared_head)
     total = per_task = 0
     for name, (shape, _) in shapes.items():
         size = int(np.prod(shape)) if shape else 1
         total += size
-        part = name.split(".")[0]
-        stacked = mode != "hard" or (part == "head" and not shared_head)
-        per_task += size // max(1, info.num_tasks) if stacked and shape and shape[0] == info.num_tasks else size
+        per_task += size // max(1, info.num_tasks) if axis.stored_leaf_per_task(name, shape) else size
     return total, per_task
 
 
@@ -155,7 +190,7 @@ def describe(path: str) -> str:
     if spec.torso == "minatar_cnn":
         net += f" cnn_channels={spec.cnn_channels} cnn_hidden={spec.cnn_hidden}"
     net += f" dueling={str(spec.dueling).lower()}"
-    if meta.get("transfer", {}).get("method") == "progressive":
+    if is_progressive(meta):
         net += " + progressive column over the sources below"
     try:
         total, per_task = param_counts(info)
@@ -194,8 +229,6 @@ def describe(path: str) -> str:
 
 def check_config_fits(path: str, cfg: config_lib.Config) -> str:
     """Whether a checkpoint's network and action sets fit a training config; raises if not."""
-    from jaxdqn.agents.build import network_spec
-
     info = read_info(path)
     tasks = TaskSet(task_specs(cfg), 1)
     problems = []
@@ -326,6 +359,6 @@ class TeacherSet:
 
     def q_values(self, params: Any, obs: jax.Array) -> jax.Array:
         """``obs [T, B, *obs_shape]`` -> ``[T, B, A]``. ``params`` is ignored (kept for
-        the learner interface, so :func:`jaxdqn.agents.evaluate` can play a teacher)."""
+        the learner interface, so :mod:`jaxdqn.evaluate` can play a teacher)."""
         del params
         return jnp.stack([member(obs[i]) for i, member in enumerate(self.members)])

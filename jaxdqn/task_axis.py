@@ -1,0 +1,142 @@
+"""Which leaves carry the task axis: one label tree, in optax's style.
+
+Parameters are ``{"torso": ..., "head": ...}``. A :class:`TaskAxis` names the
+parts every task shares; every leaf of every other part leads with the task
+axis ``T``. ``labels(params)`` turns that into a label tree (``"task"`` or
+``"shared"`` at each leaf, the form ``optax.multi_transform`` takes), and every
+piece of code that needs to know where the task axis is (the learner's vmap,
+per-task slicing, sharding, fine-tuning, checkpoint sources, the soft-sharing
+penalty's selection) asks this module instead of parsing path strings.
+
+| mode                      | torso   | head    |
+| ------------------------- | ------- | ------- |
+| independent, soft         | task    | task    |
+| hard, one head per task   | shared  | task    |
+| hard, one shared head     | shared  | shared  |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+
+TASK = "task"
+SHARED = "shared"
+PARTS = ("torso", "head")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskAxis:
+    """``num_tasks`` tasks; the parameter parts in ``shared_parts`` have no task axis."""
+
+    num_tasks: int
+    shared_parts: tuple[str, ...] = ()
+
+    @classmethod
+    def for_mode(cls, mode: str, num_tasks: int, shared_head: bool = False) -> "TaskAxis":
+        if mode == "hard":
+            return cls(num_tasks, ("torso", "head") if shared_head else ("torso",))
+        return cls(num_tasks, ())
+
+    # -- label trees ----------------------------------------------------------
+
+    def part_label(self, part: str) -> str:
+        return SHARED if part in self.shared_parts else TASK
+
+    def labels(self, params: Params) -> Params:
+        """``params``' tree with ``"task"`` or ``"shared"`` at every leaf."""
+        return {part: jax.tree_util.tree_map(lambda _, p=part: self.part_label(p), sub) for part, sub in params.items()}
+
+    def vmap_axes(self) -> dict:
+        """``in_axes`` prefix for ``jax.vmap`` over tasks (``None`` = shared)."""
+        return {part: 0 if self.part_label(part) == TASK else None for part in PARTS}
+
+    @property
+    def all_per_task(self) -> bool:
+        return not self.shared_parts
+
+    # -- moving between layouts ----------------------------------------------
+
+    def _map(self, params: Params, on_task, on_shared) -> Params:
+        return {
+            part: jax.tree_util.tree_map(on_task if self.part_label(part) == TASK else on_shared, sub)
+            for part, sub in params.items()
+        }
+
+    def task_slice(self, params: Params, i: int) -> Params:
+        """Task ``i``'s parameters without a task axis (shared parts as they are)."""
+        return self._map(params, lambda x: x[i], lambda x: x)
+
+    def from_per_task(self, per_task: Params) -> Params:
+        """Parameters stacked for every task -> this layout (shared parts: task 0's)."""
+        return self._map(per_task, lambda x: x, lambda x: x[0])
+
+    def broadcast(self, one_task: Params, like: Params) -> Params:
+        """One task's parameters put into every task's slot of ``like`` (same dtypes)."""
+        return {
+            part: jax.tree_util.tree_map(
+                (lambda s, f: jnp.broadcast_to(jnp.asarray(s, f.dtype), f.shape))
+                if self.part_label(part) == TASK
+                else (lambda s, f: jnp.asarray(s, f.dtype)),
+                one_task[part],
+                like[part],
+            )
+            for part in like
+        }
+
+    def stored_leaf_per_task(self, name: str, shape: tuple[int, ...]) -> bool:
+        """Whether a stored leaf named like ``"torso.Dense_0.kernel"`` leads with the task axis."""
+        return self.part_label(name.split(".")[0]) == TASK and bool(shape) and shape[0] == self.num_tasks
+
+    # -- whole training states -------------------------------------------------
+
+    def state_labels(self, state: Any, per_task_optimizer: bool) -> Any:
+        """A label per leaf of a training state (a NamedTuple with ``params``, ...).
+
+        Parameter-shaped fields (``params``, ``target_params``) take
+        :meth:`labels`; optimizer state subtrees shaped like the parameters take
+        the same labels, its other leaves lead with the task axis exactly when
+        the optimizer runs once per task; every other leaf (env state, replay,
+        keys, episode counters) leads with the task axis unless it is a scalar.
+        """
+        params_labels = self.labels(state.params)
+        params_def = jax.tree_util.tree_structure(state.params)
+
+        def opt_labels(opt_state):
+            def is_params(x):
+                return jax.tree_util.tree_structure(x) == params_def and not _is_array(x)
+
+            other = TASK if per_task_optimizer else SHARED
+            return jax.tree_util.tree_map(
+                lambda x: params_labels if is_params(x) else other, opt_state, is_leaf=is_params
+            )
+
+        out = {}
+        for name, value in state._asdict().items():
+            if name in ("params", "target_params"):
+                out[name] = params_labels
+            elif name == "opt_state":
+                out[name] = opt_labels(value)
+            else:
+                out[name] = jax.tree_util.tree_map(lambda x: TASK if getattr(x, "ndim", 0) >= 1 else SHARED, value)
+        labels = type(state)(**out)
+        # flatten to the state's own leaves (params-label subtrees expand in place)
+        return jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(state), jax.tree_util.tree_leaves(labels)
+        )
+
+
+def _is_array(x) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def part_mask(params: Params, parts: tuple[str, ...] | None) -> Params | None:
+    """``True`` on the leaves of ``parts`` (``None``: every leaf), as ``optax.masked`` takes."""
+    if parts is None:
+        return None
+    return {part: jax.tree_util.tree_map(lambda _, p=part: p in parts, sub) for part, sub in params.items()}
