@@ -9,10 +9,12 @@
 # A finished run is skipped; an interrupted one resumes from its latest checkpoint.
 # Each run directory records the commit it ran at (commit.txt) and its wall time (wall_time.txt).
 # JAXDQN="python3 -m jaxdqn.cli" runs it without the console script installed.
+# Environment: RUNS (where run directories go), STEPS (env steps per game), OVERRIDES (extra
+# KEY=VALUE settings, space-separated), COMMIT (recorded instead of asking git, where there is none).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-experiments/minatar5/runs}
-STEPS=2048000
+STEPS=${STEPS:-2048000}   # env steps per game
 SWEEP_STEPS=512000
 SOFT_LAMBDA=${SOFT_LAMBDA:-1.0e-3}   # chosen by the sweep on seed 0 (results.md)
 COMMON=(
@@ -42,10 +44,10 @@ run_one() {
   local resume=()
   if [ -d "$dir/checkpoints" ] && ls "$dir/checkpoints" | grep -q '^[0-9]'; then resume=(--resume); fi
   mkdir -p "$dir"
-  echo "$(git rev-parse HEAD)$(git diff --quiet HEAD -- jaxdqn configs || echo ' (with uncommitted changes)')" >> "$dir/commit.txt"
+  echo "${COMMIT:-$(git rev-parse HEAD)$(git diff --quiet HEAD -- jaxdqn configs || echo ' (with uncommitted changes)')}" >> "$dir/commit.txt"
   echo "== $variant seed $seed ${resume[*]} ($(date -u +%FT%TZ))"
   local start=$SECONDS
-  ${JAXDQN:-jaxdqn} train "$config" "${COMMON[@]}" "${extra[@]}" train.total_env_steps=$steps seed=$seed \
+  ${JAXDQN:-jaxdqn} train "$config" "${COMMON[@]}" "${extra[@]}" train.total_env_steps=$steps seed=$seed ${OVERRIDES:-} \
     --run-dir "$dir" "${resume[@]}"
   echo $((SECONDS - start)) >> "$dir/wall_seconds.txt"
   awk '{s += $1} END {print s}' "$dir/wall_seconds.txt" > "$dir/wall_time.txt"
