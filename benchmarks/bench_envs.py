@@ -14,8 +14,11 @@ Usage::
 
     python benchmarks/bench_envs.py                 # 5 s per measurement
     python benchmarks/bench_envs.py --seconds 2
+    python benchmarks/bench_envs.py --train-scaling 128 1024 4096   # pgx training only, envs per game
 
-Writes ``benchmarks/results/envs_<backend>.json`` and ``.md``.
+Writes ``benchmarks/results/envs_<backend>.json`` and ``.md`` (``--train-scaling``:
+``envs_<backend>_train_scaling.json`` and ``.md``). With more envs than 128 per game an
+iteration takes several updates, so updates per env step stay those of the experiment.
 """
 
 from __future__ import annotations
@@ -49,12 +52,14 @@ EXPERIMENT_SETTINGS = [
 ]
 
 
-def measure_training(backend: str, seconds: float) -> dict:
+def measure_training(backend: str, seconds: float, num_envs: int = 128) -> dict:
+    """MinAtar-5 training env steps/s; ``num_envs`` per game, one update per game every 128 env steps."""
     column = BACKENDS.index(backend)
-    overrides = EXPERIMENT_SETTINGS + [f"tasks.{i}.env_id={ids[column]}" for i, ids in enumerate(GAMES.values())]
+    iterations = max(1, 6400 // num_envs)  # 6,400 env steps per game per chunk
+    overrides = EXPERIMENT_SETTINGS + [f"train.num_envs={num_envs}", f"train.log_every={iterations * num_envs}", f"train.total_env_steps={10 * iterations * num_envs}"]
+    overrides += [f"tasks.{i}.env_id={ids[column]}" for i, ids in enumerate(GAMES.values())]
     cfg = config.load(Path(__file__).parents[1] / "configs" / "minatar5_independent.yaml", overrides)
     agent = build_agent(cfg)
-    iterations = 50  # 6,400 env steps per game per chunk
     state = agent.init(task_keys(cfg))
     started = time.perf_counter()
     state = jax.block_until_ready(agent.run(state, iterations)[0])  # compiles; fills replay past learning_starts
@@ -75,7 +80,12 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=16, help="parallel envs per game for the ceiling")
     parser.add_argument("--load", default="", help="what else ran on the machine (written into the results)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--train-scaling", type=int, nargs="+", metavar="NUM_ENVS",
+                        help="only pgx MinAtar-5 training, at each of these envs per game")
     args = parser.parse_args()
+    if args.train_scaling:
+        train_scaling(args)
+        return
 
     ceiling = {}
     for game, ids in GAMES.items():
@@ -129,6 +139,42 @@ def main() -> None:
         lines.append(f"| {backend} | {train[backend]['env_steps_per_s']:,.0f} | {train[backend]['compile_plus_first_chunk_s']:.1f} |")
     lines += ["", f"pgx / gymnax in training: {result['train_pgx_over_gymnax']:.2f}x"]
     (args.out / f"envs{suffix}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def machine_facts(load: str) -> dict:
+    return {
+        "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "load": load or "none stated",
+    }
+
+
+def train_scaling(args) -> None:
+    rows = []
+    for num_envs in args.train_scaling:
+        measured = measure_training("pgx", args.seconds, num_envs)
+        rows.append({"num_envs_per_game": num_envs, **{k: round(v, 1) for k, v in measured.items()}})
+        print(json.dumps(rows[-1]), flush=True)
+    machine = machine_facts(args.load)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"envs_{jax.default_backend()}_train_scaling"
+    (args.out / f"{stem}.json").write_text(json.dumps({"machine": machine, "train": rows}, indent=2))
+    lines = [
+        f"pgx MinAtar-5 training by envs per game ({machine['device']}, {machine['cpu_count']} CPU cores, "
+        f"jax {machine['jax']}, {machine['date']}; other load: {machine['load']}). Command: "
+        f"`python benchmarks/bench_envs.py --seconds {args.seconds:g} --train-scaling {' '.join(map(str, args.train_scaling))}`.",
+        "",
+        "Independent mode, batch 64, one update per game every 128 env steps; env steps/s over all five games:",
+        "",
+        "| envs per game | train env steps/s | compile + first chunk (s) |",
+        "| ---: | ---: | ---: |",
+    ]
+    lines += [f"| {r['num_envs_per_game']} | {r['env_steps_per_s']:,.0f} | {r['compile_plus_first_chunk_s']:.1f} |" for r in rows]
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

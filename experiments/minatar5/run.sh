@@ -5,7 +5,7 @@
 # Usage: bash experiments/minatar5/run.sh JOB [JOB ...]      JOB = VARIANT:SEED
 #        bash experiments/minatar5/run.sh grid               the reported grid (seeds 1-3)
 #        bash experiments/minatar5/run.sh sweep              soft lambda sweep (seed 0)
-# VARIANT: independent hard hard_popart hard_pcgrad hard_popart_pcgrad soft soft_sweep_LAMBDA
+# VARIANT: independent hard hard_wide hard_popart hard_pcgrad hard_popart_pcgrad soft soft_sweep_LAMBDA
 # A finished run is skipped; an interrupted one resumes from its latest checkpoint.
 # Each run directory records the commit it ran at (commit.txt) and its wall time (wall_time.txt).
 # JAXDQN="python3 -m jaxdqn.cli" runs it without the console script installed.
@@ -32,6 +32,7 @@ run_one() {
   case $variant in
     independent) config=configs/minatar5_independent.yaml ;;
     hard) config=configs/minatar5_hard.yaml ;;
+    hard_wide) config=configs/minatar5_hard.yaml; extra=(network.cnn_channels=32 network.cnn_hidden=256) ;;
     hard_popart) config=configs/minatar5_hard.yaml; extra=(dqn.popart=true) ;;
     hard_pcgrad) config=configs/minatar5_hard.yaml; extra=(multitask.gradient_surgery=pcgrad) ;;
     hard_popart_pcgrad) config=configs/minatar5_hard.yaml; extra=(dqn.popart=true multitask.gradient_surgery=pcgrad) ;;
