@@ -48,21 +48,36 @@ def leaf_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     return {_path_str(p): (tuple(x.shape), str(x.dtype)) for p, x in leaves}
 
 
-def check_fits(stored: Any, expected: Any, what: str) -> None:
-    """Raises a ``CheckpointError`` naming the first leaf whose shape or dtype differs."""
-    have, want = leaf_shapes(stored), leaf_shapes(expected)
-    for name in want:
-        if name not in have:
-            raise CheckpointError(f"{what}: the checkpoint has no leaf '{name}' that the network needs")
-    for name in have:
-        if name not in want:
-            raise CheckpointError(f"{what}: the checkpoint has a leaf '{name}' that the network does not have")
-    for name, (shape, dtype) in want.items():
-        if have[name] != (shape, dtype):
-            raise CheckpointError(
-                f"{what}: leaf '{name}' has shape {have[name][0]} ({have[name][1]}) in the checkpoint, "
-                f"but the network expects {shape} ({dtype})"
+def leaf_problems(have: Any, wanted: Any, wanting: str = "the network") -> list[str]:
+    """How ``have`` fails to fit ``wanted``: the first leaf that differs (torso before head, layers
+    in order, a kernel before its bias) and how many more do; empty when every leaf fits."""
+    a, b = leaf_shapes(have), leaf_shapes(wanted)
+
+    def position(name: str):
+        module, _, leaf = name.rpartition(".")
+        return (not name.startswith("torso."), module, leaf != "kernel", leaf)
+
+    bad = []
+    for name in sorted(set(a) | set(b), key=position):
+        if name not in a:
+            bad.append(f"the checkpoint has no leaf '{name}' that {wanting} needs")
+        elif name not in b:
+            bad.append(f"the checkpoint has a leaf '{name}' that {wanting} does not have")
+        elif a[name] != b[name]:
+            bad.append(
+                f"leaf '{name}' has shape {a[name][0]} ({a[name][1]}) in the checkpoint, "
+                f"but {wanting} expects {b[name][0]} ({b[name][1]})"
             )
+    if len(bad) > 1:
+        return [f"{bad[0]} (and {len(bad) - 1} more leaves differ)"]
+    return bad
+
+
+def check_fits(stored: Any, expected: Any, what: str, wanting: str = "the network") -> None:
+    """Raises a ``CheckpointError`` naming the first leaf whose name, shape or dtype differs."""
+    problems = leaf_problems(stored, expected, wanting)
+    if problems:
+        raise CheckpointError(f"{what}: {problems[0]}")
 
 
 def _manager(directory: Path, keep: int | None = None) -> ocp.CheckpointManager:
@@ -167,7 +182,10 @@ class Checkpointer:
         if step is None:
             raise CheckpointError(f"no checkpoint to resume from in {self.directory}")
         stored = self.manager.item_metadata(step)["state"]
-        check_fits(stored.tree if hasattr(stored, "tree") else stored, target, f"checkpoint {self.directory}/{step}")
+        check_fits(
+            stored.tree if hasattr(stored, "tree") else stored, target, f"checkpoint {self.directory}/{step}",
+            wanting="this run's training state (a checkpoint of another config, or of an older jaxdqn?)",
+        )
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)), meta=ocp.args.JsonRestore()),

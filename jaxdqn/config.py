@@ -419,6 +419,10 @@ def _check_effective(cfg: Config) -> None:
         for key in ("soft_lambda", "soft_penalty_on"):
             if getattr(m, key) != getattr(default, key):
                 raise _no_effect(f"multitask.{key}", getattr(m, key), f"in multitask.mode: {m.mode} (only in soft)")
+    if not cfg.dqn.popart:
+        for key in ("popart_step_size", "popart_scale_lb", "popart_scale_ub"):
+            if getattr(cfg.dqn, key) != getattr(DQNConfig(), key):
+                raise _no_effect(f"dqn.{key}", getattr(cfg.dqn, key), "with dqn.popart: false (only with PopArt)")
     check_network(cfg.network)
 
 

@@ -336,6 +336,8 @@ def test_cli_unknown_env_param_leaves_no_run_dir(write_config, tmp_path, capsys)
         ({"multitask": {"mode": "hard", "soft_lambda": 0.1}}, "multitask.soft_lambda"),
         ({"multitask": {"soft_penalty_on": "torso"}}, "multitask.soft_penalty_on"),
         ({"multitask": {"mode": "soft", "hard_heads": "shared"}}, "multitask.hard_heads"),
+        ({"dqn": {"popart_step_size": 1e-3}}, "dqn.popart_step_size"),
+        ({"dqn": {"popart": False, "popart_scale_ub": 10.0}}, "dqn.popart_scale_ub"),
     ],
 )
 def test_keys_without_effect_in_the_chosen_mode_are_errors(data, key):
@@ -346,6 +348,7 @@ def test_keys_without_effect_in_the_chosen_mode_are_errors(data, key):
 def test_keys_with_effect_and_stored_configs_still_load():
     config.from_dict({"tasks": [{"env_id": "CartPole-v1", "weight": 2.0}], "multitask": {"mode": "hard", "hard_heads": "shared"}})
     config.from_dict({"multitask": {"mode": "soft", "soft_lambda": 0.1, "soft_penalty_on": "torso"}})
+    config.from_dict({"dqn": {"popart": True, "popart_step_size": 1e-3, "popart_scale_ub": 10.0}})
     # what a run stored before such keys became errors is read as it was written
     config.from_dict({"tasks": [{"env_id": "CartPole-v1", "weight": 2.0}]}, strict=False)
 

@@ -218,30 +218,6 @@ def format_distill_summary(result: dict) -> str:
 # --------------------------------------------------------------------------
 
 
-def _leaf_problems(have, wanted) -> list[str]:
-    """The first leaf (torso before head, in layer order) whose shape differs, and how many more do."""
-    a, b = checkpoint.leaf_shapes(have), checkpoint.leaf_shapes(wanted)
-    def position(name: str):  # torso first, layers in order, a kernel before its bias
-        module, _, leaf = name.rpartition(".")
-        return (not name.startswith("torso."), module, leaf != "kernel", leaf)
-
-    order = sorted(set(a) | set(b), key=position)
-    bad = []
-    for name in order:
-        if name not in a:
-            bad.append(f"the checkpoint has no leaf '{name}' that the network needs")
-        elif name not in b:
-            bad.append(f"the checkpoint has a leaf '{name}' that the network does not have")
-        elif a[name] != b[name]:
-            bad.append(
-                f"leaf '{name}' has shape {a[name][0]} ({a[name][1]}) in the checkpoint, "
-                f"but the network expects {b[name][0]} ({b[name][1]})"
-            )
-    if len(bad) > 1:
-        return [f"{bad[0]} (and {len(bad) - 1} more leaves differ)"]
-    return bad
-
-
 def _finetune_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source):
     tr, run = cfg.transfer, cfg.run
     f, j = tr.finetune, tr.source_task
@@ -252,7 +228,7 @@ def _finetune_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source)
     wanted = jax.eval_shape(target_net.init, jax.random.PRNGKey(0), example)
     have = src.task_params(j)
     parts = ("torso",) if f.reinit_head else ("torso", "head")
-    problems = _leaf_problems({p: have[p] for p in parts}, {p: wanted[p] for p in parts})
+    problems = checkpoint.leaf_problems({p: have[p] for p in parts}, {p: wanted[p] for p in parts})
     for i, label in enumerate(tasks.labels):
         actions = None if f.reinit_head else tasks.num_actions
         problems += fit_problems(src, j, label, actions, tasks.obs_shape, network_spec(run))
