@@ -32,10 +32,10 @@ import pytest
 import yaml
 
 from jaxdqn import config, distributed, sharding
-from jaxdqn.agents.build import build_agent, task_keys
-from jaxdqn.checkpoint import Checkpointer
 from jaxdqn.errors import ConfigError, JaxdqnError
 from jaxdqn.logging import read_metrics
+
+from helpers import latest_train_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 240  # a hung process fails the test instead of hanging CI
@@ -123,10 +123,7 @@ def cut_after_first_checkpoint(run_dir: Path, cut: Path, step: int) -> None:
 
 def restored(run_dir: Path):
     """The latest checkpoint's full training state, restored in this (one-device) process."""
-    cfg = config.load(run_dir / "config.yaml")
-    target = jax.eval_shape(build_agent(cfg).init, task_keys(cfg))
-    state, _ = Checkpointer(run_dir / "checkpoints").restore_state(target)
-    return jax.device_get(state)
+    return jax.device_get(latest_train_state(config.load(run_dir / "config.yaml"), run_dir))
 
 
 def max_abs_diff(a, b) -> float:

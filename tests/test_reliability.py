@@ -9,6 +9,8 @@ import pytest
 from jaxdqn import cli, config
 from jaxdqn.errors import ConfigError
 
+from helpers import latest_train_state, tiny_cartpole
+
 BASE = {"tasks": [{"env_id": "CartPole-v1"}]}
 
 
@@ -162,36 +164,7 @@ def test_metrics_writer_keeps_rows_through_the_resume_step_and_a_cut_last_line(t
 # checkpoints: a failed write, and the training runs around it
 # --------------------------------------------------------------------------
 
-TINY = {
-    "name": "tiny",
-    "tasks": [{"env_id": "CartPole-v1"}],
-    "network": {"hidden_sizes": [32, 32]},
-    "dqn": {"learning_starts": 500, "batch_size": 32, "replay_capacity": 2000, "target_update_period": 50},
-    "train": {
-        "total_env_steps": 3000,
-        "num_envs": 10,
-        "log_every": 1000,
-        "eval_every": 0,
-        "eval_episodes": 2,
-        "checkpoint_every": 1000,
-        "keep_checkpoints": 2,
-        "tensorboard": False,
-        "progress": False,
-    },
-}
-
-
-def _restore(cfg, run_dir):
-    import jax
-
-    from jaxdqn.agents.build import build_agent, task_keys
-    from jaxdqn.checkpoint import Checkpointer
-
-    checkpointer = Checkpointer(run_dir / "checkpoints")
-    try:
-        return checkpointer.restore_state(jax.eval_shape(build_agent(cfg).init, task_keys(cfg)))[0]
-    finally:
-        checkpointer.close()
+TINY = tiny_cartpole("train.total_env_steps=3000")
 
 
 def test_write_failures_are_recognised_from_python_and_from_tensorstore():
@@ -228,7 +201,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_so_in_one_lin
     )
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["1000"]  # no half-written folder left
     assert complete_steps(run_dir / "checkpoints") == [1000]
-    assert int(_restore(config.from_dict(TINY), run_dir).env_steps) == 1000
+    assert int(latest_train_state(config.from_dict(TINY), run_dir).env_steps) == 1000
 
 
 # --------------------------------------------------------------------------
@@ -399,7 +372,6 @@ def test_sigkill_at_two_moments_and_resume_equals_the_uninterrupted_run(write_co
     import jax
     import numpy as np
 
-    from jaxdqn.checkpoint import complete_steps
     from jaxdqn.logging import read_metrics
     from jaxdqn.train import train
 
@@ -439,7 +411,7 @@ def test_sigkill_at_two_moments_and_resume_equals_the_uninterrupted_run(write_co
     assert proc.returncode == 0, proc.stderr
 
     reference = train(config.from_dict({**data, "train": {**data["train"], "tensorboard": False}}), run_dir=tmp_path / "whole")
-    resumed, whole = _restore(config.from_dict(data), run_dir), _restore(config.from_dict(data), reference)
+    resumed, whole = latest_train_state(config.from_dict(data), run_dir), latest_train_state(config.from_dict(data), reference)
     assert int(resumed.env_steps) == 16000
     for x, y in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(whole)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bit for bit: params, optimizer, replay, keys

@@ -17,34 +17,13 @@ from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.checkpoint import Checkpointer
 from jaxdqn.train import train
 
-BASE = {
-    "name": "tiny",
-    "tasks": [{"env_id": "CartPole-v1"}],
-    "network": {"hidden_sizes": [32, 32]},
-    "dqn": {"learning_starts": 500, "batch_size": 32, "replay_capacity": 2000, "target_update_period": 50},
-    "train": {
-        "total_env_steps": 4000,
-        "num_envs": 10,
-        "log_every": 1000,
-        "eval_every": 0,
-        "eval_episodes": 2,
-        "checkpoint_every": 1000,
-        "keep_checkpoints": 2,
-        "tensorboard": False,
-        "progress": False,
-    },
-}
+from helpers import TINY_CARTPOLE, latest_train_state
+
+BASE = TINY_CARTPOLE
 
 
 def make_cfg(**overrides) -> config.Config:
     return config.from_dict(config.apply_overrides(BASE, [f"{k}={v}" for k, v in overrides.items()]))
-
-
-def final_state(cfg: config.Config, run_dir):
-    agent = build_agent(cfg)
-    target = jax.eval_shape(agent.init, task_keys(cfg))
-    state, _ = Checkpointer(run_dir / "checkpoints").restore_state(target)
-    return state
 
 
 def assert_trees_identical(a, b):
@@ -58,14 +37,14 @@ def assert_trees_identical(a, b):
 def uninterrupted(tmp_path_factory):
     cfg = make_cfg()
     run_dir = train(cfg, run_dir=tmp_path_factory.mktemp("full") / "run")
-    return final_state(cfg, run_dir)
+    return latest_train_state(cfg, run_dir)
 
 
 def test_resume_continues_the_same_trajectory(tmp_path, uninterrupted):
     run_dir = tmp_path / "run"
     train(make_cfg(**{"train.total_env_steps": 2000}), run_dir=run_dir)
     train(make_cfg(), run_dir=run_dir, resume=True)
-    resumed = final_state(make_cfg(), run_dir)
+    resumed = latest_train_state(make_cfg(), run_dir)
     assert int(resumed.env_steps) == 4000
     assert int(resumed.updates) == int(uninterrupted.updates) > 0
     # Bit-identical: params, target, optimizer, replay, env state, RNG keys.
@@ -90,7 +69,7 @@ def test_interrupted_run_saves_and_resumes(tmp_path, monkeypatch, uninterrupted)
     assert Checkpointer(run_dir / "checkpoints").latest_step() == 2000
     monkeypatch.setattr(DQNAgent, "run", real_run)
     train(cfg, run_dir=run_dir, resume=True)
-    assert_trees_identical(final_state(cfg, run_dir).params, uninterrupted.params)
+    assert_trees_identical(latest_train_state(cfg, run_dir).params, uninterrupted.params)
 
 
 def test_seed_decides_the_run():

@@ -5,7 +5,10 @@
 # Usage: bash experiments/minatar5/run.sh JOB [JOB ...]      JOB = VARIANT:SEED
 #        bash experiments/minatar5/run.sh grid               the reported grid (seeds 1-3)
 #        bash experiments/minatar5/run.sh sweep              soft lambda sweep (seed 0)
-# VARIANT: independent hard hard_wide hard_popart hard_pcgrad hard_popart_pcgrad soft soft_sweep_LAMBDA
+#        bash experiments/minatar5/run.sh tuning             independent, hard, hard_wide at 512,000 steps,
+#                                                            seed 0, in runs/tuning (run it on its own)
+# VARIANT: independent hard hard_wide hard_popart hard_pcgrad hard_popart_pcgrad soft soft_LAMBDA soft_sweep_LAMBDA
+#   (soft: lambda SOFT_LAMBDA; soft_LAMBDA: that lambda at the full budget; soft_sweep_LAMBDA: at 512,000 steps)
 # A finished run is skipped; an interrupted one resumes from its latest checkpoint.
 # Each run directory records the commit it ran at (commit.txt) and its wall time (wall_time.txt).
 # JAXDQN="python3 -m jaxdqn.cli" runs it without the console script installed.
@@ -37,6 +40,7 @@ run_one() {
     hard_pcgrad) config=configs/minatar5_hard.yaml; extra=(multitask.gradient_surgery=pcgrad) ;;
     hard_popart_pcgrad) config=configs/minatar5_hard.yaml; extra=(dqn.popart=true multitask.gradient_surgery=pcgrad) ;;
     soft) config=configs/minatar5_soft.yaml; extra=(multitask.soft_lambda=$SOFT_LAMBDA) ;;
+    soft_[0-9]*) config=configs/minatar5_soft.yaml; extra=(multitask.soft_lambda=${variant#soft_}) ;;
     soft_sweep_*) config=configs/minatar5_soft.yaml; extra=(multitask.soft_lambda=${variant#soft_sweep_}); steps=$SWEEP_STEPS ;;
     *) echo "unknown variant $variant" >&2; return 2 ;;
   esac
@@ -59,9 +63,10 @@ run_one() {
 jobs=()
 for arg in "$@"; do
   case $arg in
-    grid) for seed in 1 2 3; do for v in independent hard hard_popart soft; do jobs+=("$v:$seed"); done; done
+    grid) for seed in 1 2 3; do for v in independent hard hard_popart soft soft_1.0e-5; do jobs+=("$v:$seed"); done; done
           for seed in 1 2; do for v in hard_pcgrad hard_popart_pcgrad; do jobs+=("$v:$seed"); done; done ;;
-    sweep) for lam in 1.0e-4 1.0e-3 1.0e-2; do jobs+=("soft_sweep_$lam:0"); done ;;
+    sweep) for lam in 1.0e-6 1.0e-5 1.0e-4 1.0e-3 1.0e-2; do jobs+=("soft_sweep_$lam:0"); done ;;
+    tuning) STEPS=$SWEEP_STEPS RUNS=$RUNS/tuning; jobs+=(independent:0 hard:0 hard_wide:0) ;;
     *) jobs+=("$arg") ;;
   esac
 done
