@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 from jaxdqn.logging import read_metrics
 
 HERE = Path(__file__).parent
-VARIANTS = ("independent", "hard", "hard_popart", "soft", "hard_pcgrad", "hard_popart_pcgrad")
+VARIANTS = ("independent", "hard", "hard_popart", "soft", "soft_1.0e-5", "hard_pcgrad", "hard_popart_pcgrad")
 
 
 def finished_runs(root: Path) -> dict[str, dict[int, Path]]:
@@ -51,6 +51,7 @@ def mean_std(values: list[float]) -> str:
 
 def main() -> None:
     runs = finished_runs(HERE / "runs")
+    runs.update({f"tuning/{v}": seeds for v, seeds in finished_runs(HERE / "runs" / "tuning").items()})
     metrics = {(v, s): read_metrics(d) for v, seeds in runs.items() for s, d in seeds.items()}
     games = [t for t in dict.fromkeys(r["task"] for rows in metrics.values() for r in rows) if t != "mean"]
     final = {key: {g: eval_curve(rows, g)[1][-1] for g in games} for key, rows in metrics.items()}
@@ -79,13 +80,15 @@ def main() -> None:
         overall = f"{np.mean(list(ratios.values())):.2f}" if ratios else "n/a"
         lines.append(f"| {v} | {overall} | {per_game} |")
 
-    sweep = sorted((v, s) for v, seeds in runs.items() if v.startswith("soft_sweep_") for s in seeds)
-    if sweep:
-        lines += ["", "Soft-sharing lambda sweep (seed 0 only, 512,000 env steps per game): final greedy return.", ""]
-        lines += ["| lambda | " + " | ".join(games) + " | mean |", "| --- |" + " ---: |" * (len(games) + 1)]
-        for v, s in sweep:
+    tuning = sorted((v, s) for v, seeds in runs.items() if v.startswith(("soft_sweep_", "tuning/")) for s in seeds)
+    if tuning:
+        lines += ["", "Choices made on seed 0 only, at 512,000 env steps per game (final greedy return): the soft "
+                  "lambda, and whether a wider shared torso helps hard sharing (hard_wide: 32 channels, 256 units).", ""]
+        lines += ["| run | " + " | ".join(games) + " | mean |", "| --- |" + " ---: |" * (len(games) + 1)]
+        for v, s in sorted(tuning, key=lambda key: (not key[0].startswith("tuning/"), key[0])):
             values = [final[v, s][g] for g in games]
-            lines.append(f"| {v.removeprefix('soft_sweep_')} | " + " | ".join(f"{x:.2f}" for x in values) + f" | {np.mean(values):.2f} |")
+            label = f"soft lambda {v.removeprefix('soft_sweep_')}" if v.startswith("soft_sweep_") else v.removeprefix("tuning/")
+            lines.append(f"| {label} | " + " | ".join(f"{x:.2f}" for x in values) + f" | {np.mean(values):.2f} |")
 
     lines += ["", "Throughput and wall time per run (env steps/s summed over the five games, mean over the run's chunks):", ""]
     lines += ["| run | env steps/s | wall time (min) | commit |", "| --- | ---: | ---: | --- |"]
