@@ -387,7 +387,7 @@ def check_update_every(update_every: int, section: str, num_envs: int) -> None:
         )
 
 
-def _no_effect(key: str, value: Any, where: str) -> ConfigError:
+def no_effect(key: str, value: Any, where: str) -> ConfigError:
     return ConfigError(f"config key '{key}': got {value!r}, which has no effect {where}; remove it")
 
 
@@ -395,7 +395,7 @@ def check_network(n: NetworkConfig, prefix: str = "network") -> None:
     """Width keys belong to one torso: ``hidden_sizes`` to the MLP, ``cnn_*`` to the MinAtar CNN."""
     defaults = NetworkConfig()
     if n.torso != "mlp" and tuple(n.hidden_sizes) != defaults.hidden_sizes:
-        raise _no_effect(f"{prefix}.hidden_sizes", list(n.hidden_sizes), f"with {prefix}.torso: {n.torso} (only with mlp)")
+        raise no_effect(f"{prefix}.hidden_sizes", list(n.hidden_sizes), f"with {prefix}.torso: {n.torso} (only with mlp)")
     for key in ("cnn_channels", "cnn_hidden"):
         value = getattr(n, key)
         if n.torso != "minatar_cnn" and value != getattr(defaults, key):
@@ -411,18 +411,18 @@ def _check_effective(cfg: Config) -> None:
     if m.mode != "hard":
         where = f"in multitask.mode: {m.mode} (only in hard)"
         if m.hard_heads != default.hard_heads:
-            raise _no_effect("multitask.hard_heads", m.hard_heads, where)
+            raise no_effect("multitask.hard_heads", m.hard_heads, where)
         for i, task in enumerate(cfg.tasks):
             if task.weight != TaskConfig().weight:
-                raise _no_effect(f"tasks[{i}].weight", task.weight, where)
+                raise no_effect(f"tasks[{i}].weight", task.weight, where)
     if m.mode != "soft":
         for key in ("soft_lambda", "soft_penalty_on"):
             if getattr(m, key) != getattr(default, key):
-                raise _no_effect(f"multitask.{key}", getattr(m, key), f"in multitask.mode: {m.mode} (only in soft)")
+                raise no_effect(f"multitask.{key}", getattr(m, key), f"in multitask.mode: {m.mode} (only in soft)")
     if not cfg.dqn.popart:
         for key in ("popart_step_size", "popart_scale_lb", "popart_scale_ub"):
             if getattr(cfg.dqn, key) != getattr(DQNConfig(), key):
-                raise _no_effect(f"dqn.{key}", getattr(cfg.dqn, key), "with dqn.popart: false (only with PopArt)")
+                raise no_effect(f"dqn.{key}", getattr(cfg.dqn, key), "with dqn.popart: false (only with PopArt)")
     check_network(cfg.network)
 
 

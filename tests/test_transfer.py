@@ -316,6 +316,9 @@ def test_transfer_config_errors_name_the_key():
     data["transfer"] = {"method": "finetune", "sources": ["x"], "finetune": {"freeze_torso": "first"}}
     with pytest.raises(config.ConfigError, match="freeze_steps"):
         tconfig.transfer_from_dict(data)
+    data["transfer"] = {"method": "progressive", "sources": ["x"], "finetune": {"learning_rate": 1e-3}}
+    with pytest.raises(config.ConfigError, match="'transfer.finetune.learning_rate'.*no effect with transfer.method: progressive"):
+        tconfig.transfer_from_dict(data)
 
 
 def test_shipped_transfer_configs_parse():

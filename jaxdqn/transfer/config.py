@@ -158,6 +158,12 @@ class TransferConfig:
 
 
 def _check_transfer(t: TransferSettings) -> None:
+    for method in ("finetune", "progressive", "distill"):
+        block = getattr(t, method)
+        changed = [f.name for f in dataclasses.fields(block) if getattr(block, f.name) != getattr(type(block)(), f.name)]
+        if t.method != method and changed:
+            key = f"transfer.{method}.{changed[0]}"
+            raise config_lib.no_effect(key, getattr(block, changed[0]), f"with transfer.method: {t.method} (only with {method})")
     if t.method == "scratch":
         return
     if not t.sources:
