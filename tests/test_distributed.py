@@ -3,12 +3,12 @@
 Each process gets 2 CPU devices (``JAX_NUM_CPU_DEVICES=2``), the coordinator
 listens on a free localhost port, and cross-process collectives run over gloo.
 Process 0 learns who it is from the ``JAX_*`` variables, process 1 from the
-command-line flags. Over 4 CartPole tasks, independent and hard modes end with
+command-line flags. Over 4 CartPole tasks, independent, hard and soft modes end with
 the parameters of one process with 4 devices; every metrics row is written once;
 a two-process run cut after its first checkpoint and resumed ends where the
 uninterrupted one does; its checkpoints read back in one process.
 
-To stay quick on 2 cores, the one-process reference trains both modes in one
+To stay quick on 2 cores, the one-process reference trains every mode in one
 process (alongside the two-process runs), and the cut run is the uninterrupted
 run's directory as it stood after its first checkpoint (config, that checkpoint
 and the metrics rows up to it), resumed with two processes.
@@ -16,6 +16,7 @@ and the metrics rows up to it), resumed with two processes.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -58,6 +59,12 @@ TINY = {
     },
 }
 LABELS = [t["name"] for t in TINY["tasks"]]
+# Overrides per mode; soft with a lambda large enough to move the parameters within 400 env steps.
+MODES = {
+    "independent": ["multitask.mode=independent"],
+    "hard": ["multitask.mode=hard"],
+    "soft": ["multitask.mode=soft", "multitask.soft_lambda=0.1"],
+}
 
 
 def free_port() -> int:
@@ -102,13 +109,13 @@ def jaxdqn_train(config_path: Path, run_dir: Path, overrides=(), processes: int 
 
 
 REFERENCE = """
-import sys
+import json, sys
 from pathlib import Path
 from jaxdqn import config
 from jaxdqn.train import train
-config_path, root = sys.argv[1], Path(sys.argv[2])
-for mode in ("independent", "hard"):
-    train(config.load(config_path, [f"multitask.mode={mode}"]), run_dir=root / f"{mode}-1")
+config_path, root, modes = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+for mode, overrides in modes.items():
+    train(config.load(config_path, overrides), run_dir=root / f"{mode}-1")
 """
 
 
@@ -135,15 +142,16 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
     config_path = root / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(TINY, sort_keys=False))
-    # one process with 4 devices, both modes, while the two-process runs go
+    # one process with 4 devices, every mode, while the two-process runs go
     reference = subprocess.Popen(
-        [sys.executable, "-c", REFERENCE, str(config_path), str(root)], env=child_env(4), stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", REFERENCE, str(config_path), str(root), json.dumps(MODES)],
+        env=child_env(4), stderr=subprocess.PIPE, text=True,
     )
     try:
         result = {}
-        for mode in ("independent", "hard"):
+        for mode, overrides in MODES.items():
             run_dir = root / f"{mode}-2"
-            out = jaxdqn_train(config_path, run_dir, [f"multitask.mode={mode}", "train.tensorboard=true"])
+            out = jaxdqn_train(config_path, run_dir, [*overrides, "train.tensorboard=true"])
             result[mode, 2] = SimpleNamespace(dir=run_dir, stdout=out)
         cut = root / "independent-2-resumed"
         cut_after_first_checkpoint(result["independent", 2].dir, cut, step=200)
@@ -154,12 +162,12 @@ def runs(tmp_path_factory):
         if reference.poll() is None:
             reference.kill()
             reference.wait()
-    for mode in ("independent", "hard"):
+    for mode in MODES:
         result[mode, 1] = SimpleNamespace(dir=root / f"{mode}-1")
     return result
 
 
-@pytest.mark.parametrize("mode", ["independent", "hard"])
+@pytest.mark.parametrize("mode", list(MODES))
 def test_two_processes_end_like_one_process_with_four_devices(runs, mode):
     two, one = restored(runs[mode, 2].dir), restored(runs[mode, 1].dir)
     assert int(two.env_steps) == int(one.env_steps) == 400 and int(two.updates) == int(one.updates) > 0
@@ -167,9 +175,11 @@ def test_two_processes_end_like_one_process_with_four_devices(runs, mode):
     assert max_abs_diff(two.target_params, one.target_params) < 1e-5
     if mode == "independent":  # tasks never meet: same replay, same episodes
         np.testing.assert_array_equal(two.replay.storage.action, one.replay.storage.action)
+    if mode == "soft":  # the penalty, summed over tasks that live in both processes, moved the parameters
+        assert max_abs_diff(two.params, restored(runs["independent", 1].dir).params) > 1e-3
 
 
-@pytest.mark.parametrize("mode", ["independent", "hard"])
+@pytest.mark.parametrize("mode", list(MODES))
 def test_process_zero_alone_writes_each_metrics_row_once(runs, mode):
     run = runs[mode, 2]
     rows = read_metrics(run.dir)
