@@ -7,6 +7,8 @@
 #        bash experiments/minatar5/run.sh sweep              soft lambda sweep (seed 0)
 #        bash experiments/minatar5/run.sh tuning             independent, hard, hard_wide at 512,000 steps,
 #                                                            seed 0, in runs/tuning (run it on its own)
+#        bash experiments/minatar5/run.sh budget_4m          independent, hard, soft_1.0e-5 at 4,096,000 steps,
+#                                                            seeds 1-2, in runs/budget_4m (run it on its own)
 # VARIANT: independent hard hard_wide hard_popart hard_pcgrad hard_popart_pcgrad soft soft_LAMBDA soft_sweep_LAMBDA
 #   (soft: lambda SOFT_LAMBDA; soft_LAMBDA: that lambda at the full budget; soft_sweep_LAMBDA: at 512,000 steps)
 # A finished run is skipped; an interrupted one resumes from its latest checkpoint.
@@ -67,6 +69,8 @@ for arg in "$@"; do
           for seed in 1 2; do for v in hard_pcgrad hard_popart_pcgrad; do jobs+=("$v:$seed"); done; done ;;
     sweep) for lam in 1.0e-6 1.0e-5 1.0e-4 1.0e-3 1.0e-2; do jobs+=("soft_sweep_$lam:0"); done ;;
     tuning) STEPS=$SWEEP_STEPS RUNS=$RUNS/tuning; jobs+=(independent:0 hard:0 hard_wide:0) ;;
+    budget_4m) STEPS=4096000 RUNS=$RUNS/budget_4m
+               for seed in 1 2; do for v in independent hard soft_1.0e-5; do jobs+=("$v:$seed"); done; done ;;
     *) jobs+=("$arg") ;;
   esac
 done

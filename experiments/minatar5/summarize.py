@@ -52,6 +52,7 @@ def mean_std(values: list[float]) -> str:
 def main() -> None:
     runs = finished_runs(HERE / "runs")
     runs.update({f"tuning/{v}": seeds for v, seeds in finished_runs(HERE / "runs" / "tuning").items()})
+    runs.update({f"budget_4m/{v}": seeds for v, seeds in finished_runs(HERE / "runs" / "budget_4m").items()})
     metrics = {(v, s): read_metrics(d) for v, seeds in runs.items() for s, d in seeds.items()}
     games = [t for t in dict.fromkeys(r["task"] for rows in metrics.values() for r in rows) if t != "mean"]
     final = {key: {g: eval_curve(rows, g)[1][-1] for g in games} for key, rows in metrics.items()}
@@ -89,6 +90,20 @@ def main() -> None:
             values = [final[v, s][g] for g in games]
             label = f"soft lambda {v.removeprefix('soft_sweep_')}" if v.startswith("soft_sweep_") else v.removeprefix("tuning/")
             lines.append(f"| {label} | " + " | ".join(f"{x:.2f}" for x in values) + f" | {np.mean(values):.2f} |")
+
+    longer = sorted(v for v in runs if v.startswith("budget_4m/"))
+    if "budget_4m/independent" in longer:
+        lines += ["", "A longer budget: 4,096,000 env steps per game, the same settings otherwise (run.sh with "
+                  "STEPS=4096000, in runs/budget_4m). Final greedy return, mean ± std over seeds, and relative to "
+                  "independent at the same budget (mean over games of per-game ratios):", ""]
+        lines += ["| run | seeds | " + " | ".join(games) + " | relative to independent |",
+                  "| --- | --- |" + " ---: |" * (len(games) + 1)]
+        base_4m = {g: np.mean([final["budget_4m/independent", s][g] for s in runs["budget_4m/independent"]]) for g in games}
+        for v in longer:
+            cells = [mean_std([final[v, s][g] for s in runs[v]]) for g in games]
+            ratios = [np.mean([final[v, s][g] for s in runs[v]]) / base_4m[g] for g in games if base_4m[g] > 0]
+            seeds = ",".join(str(s) for s in sorted(runs[v]))
+            lines.append(f"| {v.removeprefix('budget_4m/')} | {seeds} | " + " | ".join(cells) + f" | {np.mean(ratios):.2f} |")
 
     lines += ["", "Throughput and wall time per run (env steps/s summed over the five games, mean over the run's chunks):", ""]
     lines += ["| run | env steps/s | wall time (min) | commit |", "| --- | ---: | ---: | --- |"]
