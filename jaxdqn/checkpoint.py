@@ -49,13 +49,15 @@ def leaf_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def leaf_problems(have: Any, wanted: Any, wanting: str = "the network") -> list[str]:
-    """How ``have`` fails to fit ``wanted``: the first leaf that differs (torso before head, layers
-    in order, a kernel before its bias) and how many more do; empty when every leaf fits."""
+    """How ``have`` fails to fit ``wanted``: the first leaf that differs (the network's parameters
+    before optimizer and replay state, torso before head, layers in order, a kernel before its
+    bias) and how many more do; empty when every leaf fits."""
     a, b = leaf_shapes(have), leaf_shapes(wanted)
 
     def position(name: str):
+        parts = name.split(".")
         module, _, leaf = name.rpartition(".")
-        return (not name.startswith("torso."), module, leaf != "kernel", leaf)
+        return (parts[0] not in ("params", "torso", "head"), "torso" not in parts, module, leaf != "kernel", leaf)
 
     bad = []
     for name in sorted(set(a) | set(b), key=position):
@@ -73,11 +75,11 @@ def leaf_problems(have: Any, wanted: Any, wanting: str = "the network") -> list[
     return bad
 
 
-def check_fits(stored: Any, expected: Any, what: str, wanting: str = "the network") -> None:
+def check_fits(stored: Any, expected: Any, what: str, wanting: str = "the network", hint: str = "") -> None:
     """Raises a ``CheckpointError`` naming the first leaf whose name, shape or dtype differs."""
     problems = leaf_problems(stored, expected, wanting)
     if problems:
-        raise CheckpointError(f"{what}: {problems[0]}")
+        raise CheckpointError(f"{what}: {problems[0]}{hint}")
 
 
 def _manager(directory: Path, keep: int | None = None) -> ocp.CheckpointManager:
@@ -184,7 +186,8 @@ class Checkpointer:
         stored = self.manager.item_metadata(step)["state"]
         check_fits(
             stored.tree if hasattr(stored, "tree") else stored, target, f"checkpoint {self.directory}/{step}",
-            wanting="this run's training state (a checkpoint of another config, or of an older jaxdqn?)",
+            wanting="this run's training state",
+            hint="; was it written with another config, or by an older jaxdqn?",
         )
         restored = self.manager.restore(
             step,
