@@ -97,14 +97,7 @@ def main() -> None:
         train[backend] = measure_training(backend, args.seconds)
         print(json.dumps({"train": backend, **{k: round(v, 2) for k, v in train[backend].items()}}), flush=True)
 
-    machine = {
-        "backend": jax.default_backend(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "jax": jax.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "load": args.load or "none stated",
-    }
+    machine = machine_facts(args.load)
     result = {
         "machine": machine,
         "ceiling_num_envs": args.num_envs,
@@ -143,10 +136,12 @@ def main() -> None:
 
 
 def machine_facts(load: str) -> dict:
+    """What a result file says about where it was measured."""
     return {
         "backend": jax.default_backend(),
         "device": jax.devices()[0].device_kind,
         "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "load": load or "none stated",

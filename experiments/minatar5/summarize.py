@@ -51,8 +51,8 @@ def mean_std(values: list[float]) -> str:
 
 def main() -> None:
     runs = finished_runs(HERE / "runs")
-    runs.update({f"tuning/{v}": seeds for v, seeds in finished_runs(HERE / "runs" / "tuning").items()})
-    runs.update({f"budget_4m/{v}": seeds for v, seeds in finished_runs(HERE / "runs" / "budget_4m").items()})
+    for group in ("tuning", "budget_4m"):  # run.sh's jobs of those names write there
+        runs.update({f"{group}/{v}": seeds for v, seeds in finished_runs(HERE / "runs" / group).items()})
     metrics = {(v, s): read_metrics(d) for v, seeds in runs.items() for s, d in seeds.items()}
     games = [t for t in dict.fromkeys(r["task"] for rows in metrics.values() for r in rows) if t != "mean"]
     final = {key: {g: eval_curve(rows, g)[1][-1] for g in games} for key, rows in metrics.items()}
