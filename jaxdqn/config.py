@@ -47,6 +47,17 @@ class NetworkConfig:
     dueling: bool = _field(False, help="dueling head: V(s) + A(s,a) - mean_a A(s,a)")
     cnn_channels: int = _field(16, low=1, help="minatar_cnn only: channels of its 3x3 convolution (Young & Tian: 16)")
     cnn_hidden: int = _field(128, low=1, help="minatar_cnn only: units of its dense layer (Young & Tian: 128)")
+    layer_norm: bool = _field(False, help="LayerNorm on every hidden layer's pre-activations (as PQN uses)")
+    task_input_layers: bool = _field(
+        False,
+        help="hard sharing: the torso's first layer is per task and reads only the task's own channels or features "
+        "(D'Eramo et al. 2020); the rest of the torso is shared",
+    )
+    task_conditioning: str = _field(
+        "none",
+        choices=("none", "embedding", "film"),
+        help="a learned per-task vector added to the torso's last hidden layer (embedding), or a per-task scale and shift of it (film)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +113,16 @@ def learning_values(section: Any) -> dict:
 class DQNConfig(ScheduleConfig, ReplayConfig, OptimizerConfig):
     gamma: float = _field(0.99, low=0.0, high=1.0, help="discount")
     double: bool = _field(False, help="Double DQN target (online net selects, target net evaluates)")
-    loss: str = _field("huber", choices=("huber", "squared"), help="loss on the TD error")
+    loss: str = _field(
+        "huber",
+        choices=("huber", "squared", "hl_gauss"),
+        help="loss on the TD error; hl_gauss: cross-entropy against the target smoothed into a histogram "
+        "over dqn.hl_gauss_bins bins of [hl_gauss_min, hl_gauss_max] (Farebrother et al. 2024)",
+    )
+    hl_gauss_bins: int = _field(51, low=2, help="hl_gauss: bins of the value support")
+    hl_gauss_min: float = _field(-10.0, help="hl_gauss: lower end of the value support (targets below are clipped)")
+    hl_gauss_max: float = _field(10.0, help="hl_gauss: upper end of the value support (targets above are clipped)")
+    hl_gauss_sigma: float = _field(0.75, low=0.0, low_open=True, help="hl_gauss: the Gaussian's width, in bin widths")
     huber_delta: float = _field(1.0, low=0.0, low_open=True, help="Huber threshold")
     target_update: str = _field("hard", choices=("hard", "polyak"), help="how the target network follows")
     target_update_period: int = _field(500, low=1, help="hard copy every this many gradient steps")
@@ -129,6 +149,13 @@ class MultitaskConfig:
         "none",
         choices=("none", "pcgrad"),
         help="hard sharing: pcgrad projects each task's gradient of the shared parameters off the others' it conflicts with",
+    )
+    hard_steps_per_round: str = _field(
+        "one",
+        choices=("one", "tasks"),
+        help="hard sharing: one gradient step per round on every task's batch (compute-matched), or T of them "
+        "(tasks), so the shared torso takes as many optimizer steps as each independent network; the target "
+        "period is scaled by T to keep its env steps",
     )
     task_batching: str = _field(
         "auto",
@@ -341,6 +368,14 @@ def _check_consistency(cfg: Config) -> None:
             f"config key 'dqn.popart_step_size': got {d.popart_step_size}; allowed: at most 1 / dqn.batch_size "
             f"({1.0 / d.batch_size:.3g}), since every target of a batch moves the statistics this far"
         )
+    if d.popart and d.loss == "hl_gauss":
+        raise ConfigError(
+            "config key 'dqn.popart': got True; allowed: false with dqn.loss 'hl_gauss' (PopArt normalises regressed values)"
+        )
+    if d.loss == "hl_gauss" and d.hl_gauss_min >= d.hl_gauss_max:
+        raise ConfigError(
+            f"config key 'dqn.hl_gauss_min': got {d.hl_gauss_min}; allowed: below dqn.hl_gauss_max ({d.hl_gauss_max})"
+        )
     if d.popart and d.popart_scale_lb > d.popart_scale_ub:
         raise ConfigError(
             f"config key 'dqn.popart_scale_lb': got {d.popart_scale_lb}; allowed: at most dqn.popart_scale_ub ({d.popart_scale_ub})"
@@ -410,8 +445,11 @@ def _check_effective(cfg: Config) -> None:
     m, default = cfg.multitask, MultitaskConfig()
     if m.mode != "hard":
         where = f"in multitask.mode: {m.mode} (only in hard)"
-        if m.hard_heads != default.hard_heads:
-            raise no_effect("multitask.hard_heads", m.hard_heads, where)
+        for key in ("hard_heads", "hard_steps_per_round"):
+            if getattr(m, key) != getattr(default, key):
+                raise no_effect(f"multitask.{key}", getattr(m, key), where)
+        if cfg.network.task_input_layers:
+            raise no_effect("network.task_input_layers", True, where + "; every layer is already per task")
         for i, task in enumerate(cfg.tasks):
             if task.weight != TaskConfig().weight:
                 raise no_effect(f"tasks[{i}].weight", task.weight, where)
@@ -419,6 +457,10 @@ def _check_effective(cfg: Config) -> None:
         for key in ("soft_lambda", "soft_penalty_on"):
             if getattr(m, key) != getattr(default, key):
                 raise no_effect(f"multitask.{key}", getattr(m, key), f"in multitask.mode: {m.mode} (only in soft)")
+    if cfg.dqn.loss != "hl_gauss":
+        for key in ("hl_gauss_bins", "hl_gauss_min", "hl_gauss_max", "hl_gauss_sigma"):
+            if getattr(cfg.dqn, key) != getattr(DQNConfig(), key):
+                raise no_effect(f"dqn.{key}", getattr(cfg.dqn, key), f"with dqn.loss: {cfg.dqn.loss} (only with hl_gauss)")
     if not cfg.dqn.popart:
         for key in ("popart_step_size", "popart_scale_lb", "popart_scale_ub"):
             if getattr(cfg.dqn, key) != getattr(DQNConfig(), key):

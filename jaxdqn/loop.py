@@ -138,7 +138,7 @@ def run(job: Job, run_dir: Path, resume: bool = False):
             elapsed = time.perf_counter() - started
             env_steps = int(state.env_steps)
             labels = system.tasks.labels
-            check_finite(state.params, system.learner.param_axes(), metrics, labels, env_steps)  # before anything is written
+            check_finite(state.params, system.learner.param_axes(state.params), metrics, labels, env_steps)  # before anything is written
             finished = env_steps >= t.total_env_steps
             evaluation = None
             if finished or (t.eval_every and env_steps % t.eval_every == 0):

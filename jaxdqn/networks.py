@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Params = Any
 
@@ -81,15 +82,22 @@ def conv(features: int, kernel_size, strides, conv_impl: str, name: str) -> nn.M
 
 
 class MLPTorso(nn.Module):
-    """Fully connected layers with ReLU on a flattened observation."""
+    """Fully connected layers with ReLU on a flattened observation.
+
+    ``layers`` (see :class:`TorsoLayers`) adds LayerNorm, a per-task first layer and task
+    conditioning of the last hidden layer.
+    """
 
     hidden_sizes: Sequence[int] = (120, 84)
+    layers: "TorsoLayers" = None
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
+        layers = self.layers or TorsoLayers()
         x = preprocess(obs).reshape(obs.shape[0], -1)
-        for size in self.hidden_sizes:
-            x = nn.relu(nn.Dense(size)(x))
+        for i, size in enumerate(self.hidden_sizes):
+            x = nn.Dense(size, name=layers.first_name("Dense", i))(x)
+            x = layers.hidden(x, last=i == len(self.hidden_sizes) - 1, index=i)
         return x
 
 
@@ -104,13 +112,16 @@ class MinAtarTorso(nn.Module):
     channels: int = 16
     hidden: int = 128
     conv_impl: str = "auto"
+    layers: "TorsoLayers" = None
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
+        layers = self.layers or TorsoLayers()
         x = preprocess(obs)
-        x = nn.relu(conv(self.channels, (3, 3), (1, 1), self.conv_impl, "Conv_0")(x))
+        x = conv(self.channels, (3, 3), (1, 1), self.conv_impl, layers.first_name("Conv", 0))(x)
+        x = layers.hidden(x, last=False, index=0)
         x = x.reshape(x.shape[0], -1)
-        return nn.relu(nn.Dense(self.hidden)(x))
+        return layers.hidden(nn.Dense(self.hidden, name="Dense_0")(x), last=True, index=1)
 
 
 class NatureTorso(nn.Module):
@@ -121,41 +132,152 @@ class NatureTorso(nn.Module):
 
     hidden: int = 512
     conv_impl: str = "auto"
+    layers: "TorsoLayers" = None
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
+        layers = self.layers or TorsoLayers()
         x = jnp.transpose(preprocess(obs), (0, 2, 3, 1))
-        x = nn.relu(conv(32, (8, 8), (4, 4), self.conv_impl, "Conv_0")(x))
-        x = nn.relu(conv(64, (4, 4), (2, 2), self.conv_impl, "Conv_1")(x))
-        x = nn.relu(conv(64, (3, 3), (1, 1), self.conv_impl, "Conv_2")(x))
+        shapes = (((32, (8, 8), (4, 4))), (64, (4, 4), (2, 2)), (64, (3, 3), (1, 1)))
+        for i, (features, kernel, stride) in enumerate(shapes):
+            x = conv(features, kernel, stride, self.conv_impl, layers.first_name("Conv", i))(x)
+            x = layers.hidden(x, last=False, index=i)
         x = x.reshape(x.shape[0], -1)
-        return nn.relu(nn.Dense(self.hidden)(x))
+        return layers.hidden(nn.Dense(self.hidden, name="Dense_0")(x), last=True, index=len(shapes))
+
+
+TASK_CONDITIONING = ("none", "embedding", "film")
+TASK_INPUT = "task_input"  # the per-task first layer's name (jaxdqn.task_axis: names starting "task_" are per task)
+
+
+class TaskConditioning(nn.Module):
+    """A learned per-task modulation of a hidden layer's pre-activations ``h``.
+
+    ``embedding``: ``h + e``; ``film``: ``h * (1 + s) + e`` (Perez et al. 2018), with
+    ``e`` and ``s`` vectors of ``h``'s width, starting at zero. The module is named
+    ``task_...``, so every task holds its own copy even where the torso is shared
+    (:mod:`jaxdqn.task_axis`): under the vmap over tasks, task ``i`` sees its own
+    ``e_i``, which is a learned embedding of the task id.
+    """
+
+    kind: str = "embedding"
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> jax.Array:
+        shift = self.param("shift", nn.initializers.zeros_init(), (h.shape[-1],))
+        if self.kind == "film":
+            scale = self.param("scale", nn.initializers.zeros_init(), (h.shape[-1],))
+            h = h * (1.0 + scale)
+        return h + shift
+
+
+@dataclasses.dataclass(frozen=True)
+class TorsoLayers:
+    """What every torso may add around its layers (all off by default).
+
+    - ``layer_norm``: LayerNorm on each hidden layer's pre-activations (as PQN,
+      Gallici et al. 2024, uses to keep Q-learning stable at high update rates);
+    - ``task_input``: the first layer is named ``task_input``, which makes it per task
+      in hard sharing (D'Eramo et al. 2020); see ``jaxdqn.learner`` for how it is kept to
+      the task's own channels;
+    - ``conditioning``: :class:`TaskConditioning` of the last hidden layer.
+    """
+
+    layer_norm: bool = False
+    task_input: bool = False
+    conditioning: str = "none"
+
+    def first_name(self, kind: str, index: int) -> str:
+        return TASK_INPUT if self.task_input and index == 0 else f"{kind}_{index}"
+
+    def hidden(self, h: jax.Array, last: bool, index: int) -> jax.Array:
+        """``relu(condition(norm(h)))``: the activation of a hidden layer's pre-activations."""
+        if self.layer_norm:
+            h = nn.LayerNorm(name=f"LayerNorm_{index}")(h)
+        if last and self.conditioning != "none":
+            h = TaskConditioning(self.conditioning, name="task_conditioning")(h)
+        return nn.relu(h)
+
+
+def _per_bin(x: jax.Array, num_actions: int, num_bins: int) -> jax.Array:
+    """``[B, A * bins]`` -> ``[B, A, bins]`` logits (a plain ``[B, A]`` when ``num_bins`` is 0)."""
+    return x if num_bins == 0 else x.reshape(x.shape[0], num_actions, num_bins)
 
 
 class QHead(nn.Module):
-    """Linear layer from features to one Q-value per action."""
+    """Linear layer from features to one Q-value per action, or to ``num_bins`` logits
+    per action for a classification value loss (see :class:`ValueSupport`)."""
 
     num_actions: int
+    num_bins: int = 0
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
-        return nn.Dense(self.num_actions)(features)
+        return _per_bin(nn.Dense(self.num_actions * max(1, self.num_bins))(features), self.num_actions, self.num_bins)
 
 
 class DuelingHead(nn.Module):
-    """Wang et al. (2016): ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')``."""
+    """Wang et al. (2016): ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')``.
+
+    With ``num_bins`` the same combination is made bin by bin on logits.
+    """
 
     num_actions: int
+    num_bins: int = 0
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
-        value = nn.Dense(1, name="value")(features)
-        advantage = nn.Dense(self.num_actions, name="advantage")(features)
-        return value + advantage - advantage.mean(axis=-1, keepdims=True)
+        bins = max(1, self.num_bins)
+        value = _per_bin(nn.Dense(bins, name="value")(features), 1, self.num_bins)
+        advantage = _per_bin(nn.Dense(self.num_actions * bins, name="advantage")(features), self.num_actions, self.num_bins)
+        return value + advantage - advantage.mean(axis=1, keepdims=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueSupport:
+    """A fixed support of ``num_bins`` equal bins over ``[v_min, v_max]`` for
+    classification value learning (HL-Gauss, Farebrother et al. 2024).
+
+    The head gives logits ``l [A, bins]``; ``Q(s, a) = sum_j softmax(l_a)_j c_j``
+    with ``c_j`` the bin centres.
+    """
+
+    num_bins: int
+    v_min: float
+    v_max: float
+
+    @property
+    def edges(self) -> jax.Array:
+        return jnp.linspace(self.v_min, self.v_max, self.num_bins + 1, dtype=jnp.float32)
+
+    @property
+    def centers(self) -> jax.Array:
+        edges = self.edges
+        return (edges[:-1] + edges[1:]) / 2
+
+    @property
+    def bin_width(self) -> float:
+        return (self.v_max - self.v_min) / self.num_bins
+
+    def expectation(self, logits: jax.Array) -> jax.Array:
+        """``[..., bins]`` logits -> ``[...]`` expected values."""
+        return jax.nn.softmax(logits, axis=-1) @ self.centers
 
 
 MINATAR_CHANNELS = 16
 MINATAR_HIDDEN = 128
+
+
+# Fields of NetworkSpec that are written to checkpoints only where they differ from
+# these defaults, so that the records of networks without them stay as they were.
+OPTIONAL_FIELDS = {
+    "layer_norm": False,
+    "task_input_layer": False,
+    "task_conditioning": "none",
+    "value_bins": 0,
+    "value_min": -10.0,
+    "value_max": 10.0,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +290,21 @@ class NetworkSpec:
     conv_impl: str = "auto"  # how convolutions are computed; parameters are the same either way
     cnn_channels: int = MINATAR_CHANNELS  # minatar_cnn only
     cnn_hidden: int = MINATAR_HIDDEN  # minatar_cnn only
+    layer_norm: bool = False  # LayerNorm on every hidden layer (TorsoLayers)
+    task_input_layer: bool = False  # the first layer is per task even where the torso is shared
+    task_conditioning: str = "none"  # "none", "embedding" or "film" on the last hidden layer
+    value_bins: int = 0  # > 0: the head gives logits over this many bins per action (ValueSupport)
+    value_min: float = -10.0
+    value_max: float = 10.0
+
+    @property
+    def torso_layers(self) -> TorsoLayers:
+        return TorsoLayers(self.layer_norm, self.task_input_layer, self.task_conditioning)
+
+    @property
+    def support(self) -> ValueSupport | None:
+        """The value support of a classification head (``None``: the head gives Q-values)."""
+        return ValueSupport(self.value_bins, self.value_min, self.value_max) if self.value_bins else None
 
     def to_dict(self) -> dict:
         data = {"torso": self.torso, "hidden_sizes": list(self.hidden_sizes), "dueling": self.dueling}
@@ -175,23 +312,25 @@ class NetworkSpec:
         # Tian's, so the records of default networks stay as they were.
         if self.torso == "minatar_cnn" and (self.cnn_channels, self.cnn_hidden) != (MINATAR_CHANNELS, MINATAR_HIDDEN):
             data.update(cnn_channels=self.cnn_channels, cnn_hidden=self.cnn_hidden)
+        data.update({k: getattr(self, k) for k, default in OPTIONAL_FIELDS.items() if getattr(self, k) != default})
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkSpec":
-        # Checkpoints written before the MinAtar widths were configurable have
-        # no cnn_* keys: they hold the default 16-channel, 128-unit torso.
+        # Checkpoints written before the MinAtar widths (or the optional fields) were
+        # configurable do not have them: they hold the defaults.
         return cls(
             torso=data["torso"],
             hidden_sizes=tuple(data.get("hidden_sizes", (120, 84))),
             dueling=bool(data.get("dueling", False)),
             cnn_channels=int(data.get("cnn_channels", MINATAR_CHANNELS)),
             cnn_hidden=int(data.get("cnn_hidden", MINATAR_HIDDEN)),
+            **{k: type(default)(data.get(k, default)) for k, default in OPTIONAL_FIELDS.items()},
         )
 
     def relevant_fields(self) -> tuple[str, ...]:
         """The fields that shape this torso's parameters (``conv_impl`` never does)."""
-        common = ("torso", "dueling")
+        common = ("torso", "dueling", *OPTIONAL_FIELDS)
         if self.torso == "mlp":
             return common + ("hidden_sizes",)
         if self.torso == "minatar_cnn":
@@ -200,17 +339,18 @@ class NetworkSpec:
 
 
 def make_torso(spec: NetworkSpec) -> nn.Module:
+    layers = spec.torso_layers
     if spec.torso == "mlp":
-        return MLPTorso(tuple(spec.hidden_sizes))
+        return MLPTorso(tuple(spec.hidden_sizes), layers=layers)
     if spec.torso == "minatar_cnn":
-        return MinAtarTorso(spec.cnn_channels, spec.cnn_hidden, conv_impl=spec.conv_impl)
+        return MinAtarTorso(spec.cnn_channels, spec.cnn_hidden, conv_impl=spec.conv_impl, layers=layers)
     if spec.torso == "nature_cnn":
-        return NatureTorso(conv_impl=spec.conv_impl)
+        return NatureTorso(conv_impl=spec.conv_impl, layers=layers)
     raise ValueError(f"unknown torso {spec.torso!r}; allowed: {', '.join(TORSOS)}")
 
 
 def make_head(spec: NetworkSpec, num_actions: int) -> nn.Module:
-    return DuelingHead(num_actions) if spec.dueling else QHead(num_actions)
+    return (DuelingHead if spec.dueling else QHead)(num_actions, spec.value_bins)
 
 
 def head_output_layers(spec: NetworkSpec) -> dict[str, bool]:
@@ -252,10 +392,35 @@ class QNetwork:
     def features(self, torso_params: Params, obs: jax.Array) -> jax.Array:
         return self.torso.apply({"params": torso_params}, obs)
 
-    def apply(self, params: Params, obs: jax.Array) -> jax.Array:
+    def head_output(self, params: Params, obs: jax.Array) -> jax.Array:
+        """What the head gives: Q-values ``[B, A]``, or logits ``[B, A, bins]`` with a value support."""
         features = self.features(params["torso"], obs)
         return self.head.apply({"params": params["head"]}, features)
+
+    def apply(self, params: Params, obs: jax.Array) -> jax.Array:
+        """Q-values ``[B, A]`` (the expectation over the support of a classification head)."""
+        out = self.head_output(params, obs)
+        support = self.spec.support
+        return out if support is None else support.expectation(out)
 
 
 def num_params(params: Params) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def input_weight_mask(spec: NetworkSpec, obs_valid: np.ndarray, kernel_shape: tuple[int, ...]) -> np.ndarray:
+    """Which weights of the torso's first layer read a task's own observation entries.
+
+    ``obs_valid [*obs_shape]`` marks the task's entries in the padded observation;
+    the mask has the first layer's kernel shape: rows of the MLP's first dense
+    layer, input channels of the first convolution (MinAtar channels last, Atari
+    frames first).
+    """
+    obs_valid = np.asarray(obs_valid, bool)
+    if spec.torso == "mlp":
+        inputs = obs_valid.reshape(-1)[:, None]
+    elif spec.torso == "minatar_cnn":
+        inputs = obs_valid.any(axis=tuple(range(obs_valid.ndim - 1)))[None, None, :, None]
+    else:
+        inputs = obs_valid.any(axis=tuple(range(1, obs_valid.ndim)))[None, None, :, None]
+    return np.broadcast_to(inputs, kernel_shape)

@@ -13,6 +13,10 @@ penalty's selection) asks this module instead of parsing path strings.
 | independent, soft         | task    | task    |
 | hard, one head per task   | shared  | task    |
 | hard, one shared head     | shared  | shared  |
+
+A layer whose name starts with ``task_`` (a per-task input layer, task
+conditioning; see :mod:`jaxdqn.networks`) carries the task axis in every mode,
+also inside a shared part.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ Params = Any
 TASK = "task"
 SHARED = "shared"
 PARTS = ("torso", "head")
+TASK_LAYER_PREFIX = "task_"  # layers named so are per task in every mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,13 +53,22 @@ class TaskAxis:
     def part_label(self, part: str) -> str:
         return SHARED if part in self.shared_parts else TASK
 
+    def leaf_label(self, part: str, keys: tuple[str, ...]) -> str:
+        """The label of the leaf at ``keys`` inside ``part``."""
+        if any(str(k).startswith(TASK_LAYER_PREFIX) for k in keys):
+            return TASK
+        return self.part_label(part)
+
     def labels(self, params: Params) -> Params:
         """``params``' tree with ``"task"`` or ``"shared"`` at every leaf."""
-        return {part: jax.tree_util.tree_map(lambda _, p=part: self.part_label(p), sub) for part, sub in params.items()}
+        return {
+            part: jax.tree_util.tree_map_with_path(lambda path, _, p=part: self.leaf_label(p, _path_keys(path)), sub)
+            for part, sub in params.items()
+        }
 
-    def vmap_axes(self) -> dict:
-        """``in_axes`` prefix for ``jax.vmap`` over tasks (``None`` = shared)."""
-        return {part: 0 if self.part_label(part) == TASK else None for part in PARTS}
+    def vmap_axes(self, params: Params) -> Params:
+        """``in_axes`` tree of ``params`` for ``jax.vmap`` over tasks (``None`` = shared)."""
+        return jax.tree_util.tree_map(lambda label: 0 if label == TASK else None, self.labels(params))
 
     @property
     def all_per_task(self) -> bool:
@@ -63,10 +77,9 @@ class TaskAxis:
     # -- moving between layouts ----------------------------------------------
 
     def _map(self, params: Params, on_task, on_shared) -> Params:
-        return {
-            part: jax.tree_util.tree_map(on_task if self.part_label(part) == TASK else on_shared, sub)
-            for part, sub in params.items()
-        }
+        return jax.tree_util.tree_map(
+            lambda label, x: on_task(x) if label == TASK else on_shared(x), self.labels(params), params
+        )
 
     def task_slice(self, params: Params, i: int) -> Params:
         """Task ``i``'s parameters without a task axis (shared parts as they are)."""
@@ -78,20 +91,19 @@ class TaskAxis:
 
     def broadcast(self, one_task: Params, like: Params) -> Params:
         """One task's parameters put into every task's slot of ``like`` (same dtypes)."""
-        return {
-            part: jax.tree_util.tree_map(
-                (lambda s, f: jnp.broadcast_to(jnp.asarray(s, f.dtype), f.shape))
-                if self.part_label(part) == TASK
-                else (lambda s, f: jnp.asarray(s, f.dtype)),
-                one_task[part],
-                like[part],
-            )
-            for part in like
-        }
+        return jax.tree_util.tree_map(
+            lambda label, s, f: jnp.broadcast_to(jnp.asarray(s, f.dtype), f.shape)
+            if label == TASK
+            else jnp.asarray(s, f.dtype),
+            self.labels(like),
+            one_task,
+            like,
+        )
 
     def stored_leaf_per_task(self, name: str, shape: tuple[int, ...]) -> bool:
         """Whether a stored leaf named like ``"torso.Dense_0.kernel"`` leads with the task axis."""
-        return self.part_label(name.split(".")[0]) == TASK and bool(shape) and shape[0] == self.num_tasks
+        part, *keys = name.split(".")
+        return self.leaf_label(part, tuple(keys)) == TASK and bool(shape) and shape[0] == self.num_tasks
 
     # -- whole training states -------------------------------------------------
 
@@ -129,6 +141,10 @@ class TaskAxis:
         return jax.tree_util.tree_unflatten(
             jax.tree_util.tree_structure(state), jax.tree_util.tree_leaves(labels)
         )
+
+
+def _path_keys(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def _is_array(x) -> bool:

@@ -22,14 +22,27 @@ def task_specs(cfg: Config) -> list[TaskSpec]:
 
 
 def network_spec(cfg: Config) -> NetworkSpec:
-    n = cfg.network
+    n, d = cfg.network, cfg.dqn
+    support = {}
+    if d.loss == "hl_gauss":
+        support = dict(value_bins=d.hl_gauss_bins, value_min=d.hl_gauss_min, value_max=d.hl_gauss_max)
     return NetworkSpec(
         torso=n.torso,
         hidden_sizes=tuple(n.hidden_sizes),
         dueling=n.dueling,
         cnn_channels=n.cnn_channels,
         cnn_hidden=n.cnn_hidden,
+        layer_norm=n.layer_norm,
+        task_input_layer=n.task_input_layers,
+        task_conditioning=n.task_conditioning,
+        **support,
     )
+
+
+def steps_per_round_factor(cfg: Config) -> int:
+    """``T`` when hard sharing takes one gradient step per task each round, else 1."""
+    m = cfg.multitask
+    return cfg.num_tasks if m.mode == "hard" and m.hard_steps_per_round == "tasks" else 1
 
 
 def task_keys(cfg: Config) -> jax.Array:
@@ -59,7 +72,7 @@ def schedule(cfg: Config) -> Schedule:
         num_envs=t.num_envs,
         learning_starts=d.learning_starts,
         update_every=d.update_every,
-        updates_per_round=d.updates_per_round,
+        updates_per_round=d.updates_per_round * steps_per_round_factor(cfg),
         batch_size=d.batch_size,
         replay_capacity=d.replay_capacity,
         epsilon_start=d.epsilon_start,
@@ -87,7 +100,9 @@ def build_learner(cfg: Config, tasks: TaskSet) -> Learner:
         shared_head=m.hard_heads == "shared",
         task_weights=tuple(t.weight for t in cfg.tasks),
         reward_scale=tuple(t.reward_scale for t in cfg.tasks),
-        loss_kind=d.loss,
+        loss_kind="huber" if d.loss == "hl_gauss" else d.loss,
+        hl_gauss_sigma=d.hl_gauss_sigma,
+        obs_valid=tasks.obs_valid if cfg.network.task_input_layers else None,
         lr_decay_updates=total_updates(cfg) if d.lr_decay else 0,
         task_batching=task_batching(cfg),
         **same_name,
@@ -145,7 +160,7 @@ def build_agent(cfg: Config) -> DQNAgent:
     buffer = replay
     if tasks.is_atari:  # frames stored once; see jaxdqn/pixel_replay.py
         buffer = PixelReplay(t.num_envs, stack=cfg.atari.stack_num, frame_channels=tasks.atari.frame_channels)
-    target = TargetUpdate(d.target_update, d.target_update_period, d.polyak_tau)
+    target = TargetUpdate(d.target_update, d.target_update_period * steps_per_round_factor(cfg), d.polyak_tau)
     return DQNAgent(build_learner(cfg, tasks), tasks, schedule(cfg), mesh, buffer=buffer, target=target)
 
 

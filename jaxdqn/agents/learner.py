@@ -32,6 +32,15 @@ Options (any mode unless said):
 - ``gradient_surgery="pcgrad"`` (hard sharing): the shared parameters step
   along PCGrad's sum of projected per-task gradients
   (:func:`jaxdqn.losses.pcgrad`); each task's head keeps its plain gradient.
+- a network with a value support (``network.spec.value_bins > 0``): the loss is
+  HL-Gauss's cross-entropy (:func:`jaxdqn.losses.hl_gauss_loss`) between the
+  logits of ``Q(s, a)`` and the TD target smoothed into a histogram by a Gaussian
+  of width ``hl_gauss_sigma`` bin widths; Q-values are the logits' expectations.
+- a network with a per-task input layer (``network.spec.task_input_layer``):
+  ``obs_valid [T, *obs_shape]`` says which entries of the padded observations are
+  task ``i``'s own; at init each task's first-layer weights on the other entries are
+  zeroed (the padding is zero, so they get no gradient and stay zero) and the
+  rest scaled to the fan-in of the task's own inputs.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ import optax
 
 from jaxdqn import losses
 from jaxdqn import popart as popart_lib
-from jaxdqn.networks import QNetwork, head_output_layers
+from jaxdqn.networks import TASK_INPUT, QNetwork, head_output_layers, input_weight_mask
 from jaxdqn.replay import Transition
 from jaxdqn import task_axis
 from jaxdqn.task_axis import TaskAxis
@@ -92,6 +101,8 @@ class Learner:
     popart_scale_lb: float = 1e-4
     popart_scale_ub: float = 1e6
     gradient_surgery: str = "none"  # "none" or "pcgrad" (hard sharing)
+    hl_gauss_sigma: float = 0.75  # in bin widths; used when the network has a value support
+    obs_valid: np.ndarray | None = None  # [T, *obs_shape] bool: each task's own observation entries
 
     def __post_init__(self):
         if self.popart and self.mode == "hard" and self.shared_head:
@@ -100,12 +111,15 @@ class Learner:
             raise ValueError(f"gradient_surgery must be 'none' or 'pcgrad'; got {self.gradient_surgery!r}")
         if self.gradient_surgery == "pcgrad" and self.mode != "hard":
             raise ValueError(f"gradient_surgery 'pcgrad' needs hard sharing; got mode {self.mode!r}")
+        if self.popart and self.support is not None:
+            raise ValueError("PopArt normalises regressed Q-values; a classification value head has no such output")
 
     # -- parameters ---------------------------------------------------------
 
     @property
-    def shares_torso(self) -> bool:
-        return self.mode == "hard"
+    def support(self):
+        """The network's value support (``None``: it regresses Q-values)."""
+        return self.network.spec.support
 
     @property
     def per_task_optimizer(self) -> bool:
@@ -116,9 +130,9 @@ class Learner:
         """Which parameter leaves carry the task axis (see :mod:`jaxdqn.task_axis`)."""
         return TaskAxis.for_mode(self.mode, self.num_tasks, self.shared_head)
 
-    def param_axes(self) -> dict:
-        """vmap axes of the parameter tree over tasks (``None`` = shared)."""
-        return self.task_axis.vmap_axes()
+    def param_axes(self, params: Params) -> Params:
+        """vmap axes of ``params`` over tasks (``None`` = shared)."""
+        return self.task_axis.vmap_axes(params)
 
     def init_params(self, task_keys: jax.Array, example_obs: jax.Array) -> Params:
         """Task ``i`` initialises its network from ``task_keys[i]``.
@@ -127,7 +141,21 @@ class Learner:
         hard-sharing run with T = 1 starts exactly where a single-task run does.
         """
         per_task = jax.vmap(lambda k: self.network.init(k, example_obs))(task_keys)
+        if self.network.spec.task_input_layer and self.obs_valid is not None:
+            per_task = self._own_inputs_only(per_task)
         return self.task_axis.from_per_task(per_task)
+
+    def _own_inputs_only(self, per_task: Params) -> Params:
+        """Each task's input layer keeps only the weights on its own observation entries,
+        scaled from the padded fan-in to its own (lecun-normal: std ``1 / sqrt(fan_in)``)."""
+        layer = per_task["torso"][TASK_INPUT]
+        kernel = layer["kernel"]  # [T, *kernel_shape]
+        mask = np.stack([input_weight_mask(self.network.spec, valid, kernel.shape[1:]) for valid in self.obs_valid])
+        inputs = mask.reshape(mask.shape[0], -1).mean(axis=1)  # own share of the fan-in
+        scale = (1.0 / np.sqrt(np.maximum(inputs, 1e-12))).reshape((-1,) + (1,) * (kernel.ndim - 1))
+        kernel = kernel * jnp.asarray(mask * scale, kernel.dtype)
+        torso = {**per_task["torso"], TASK_INPUT: {**layer, "kernel": kernel}}
+        return {**per_task, "torso": torso}
 
     def base_optimizer(self) -> optax.GradientTransformation:
         """One task's optimizer (or the whole shared network's in hard sharing)."""
@@ -188,15 +216,24 @@ class Learner:
         return self.task_axis.task_slice(params, i)
 
     def q_values(self, params: Params, obs: jax.Array) -> jax.Array:
-        """``obs [T, B, *obs_shape]`` -> Q-values ``[T, B, A]``.
+        """``obs [T, B, *obs_shape]`` -> Q-values ``[T, B, A]``."""
+        return self._over_tasks(self.network.apply, params, obs)
+
+    def head_outputs(self, params: Params, obs: jax.Array) -> jax.Array:
+        """``obs [T, B, *obs_shape]`` -> Q-values ``[T, B, A]`` or, with a value support,
+        logits ``[T, B, A, bins]``."""
+        return self._over_tasks(self.network.head_output, params, obs)
+
+    def _over_tasks(self, fn, params: Params, obs: jax.Array) -> jax.Array:
+        """``fn(task_params, obs)`` for every task.
 
         ``vmap`` batches the T networks into one set of ops; ``unroll`` emits
         T separate copies inside the same compiled function, which is faster
         for convolutions on the CPU backend (see benchmarks/bench_multitask.py).
         """
         if self.task_batching == "unroll":
-            return jnp.stack([self.network.apply(self.task_params(params, i), obs[i]) for i in range(self.num_tasks)])
-        return jax.vmap(self.network.apply, in_axes=(self.param_axes(), 0))(params, obs)
+            return jnp.stack([fn(self.task_params(params, i), obs[i]) for i in range(self.num_tasks)])
+        return jax.vmap(fn, in_axes=(self.param_axes(params), 0))(params, obs)
 
     # -- learning -----------------------------------------------------------
 
@@ -238,12 +275,20 @@ class Learner:
         return None
 
     def _losses_from_q(self, q_taken: jax.Array, targets: jax.Array, stats=None):
-        """Per-task TD losses ``[T]`` and mean unnormalised ``Q(s, a)`` ``[T]`` from ``Q(s, a)`` ``[T, B]``.
+        """Per-task losses ``[T]`` and mean unnormalised ``Q(s, a)`` ``[T]`` from the head's
+        output for the taken actions: ``Q(s, a)`` ``[T, B]`` (or logits ``[T, B, bins]``).
 
         Without PopArt ``L_i = mean_b loss(y_ib - Q_i(s_b, a_b))``; with PopArt
         statistics ``stats`` the TD error is taken in normalised space:
-        ``L_i = mean_b loss((y_ib - mu_i) / sigma_i - q~_i(s_b, a_b))``.
+        ``L_i = mean_b loss((y_ib - mu_i) / sigma_i - q~_i(s_b, a_b))``. With a value
+        support, ``L_i = mean_b CE(HL-Gauss(y_ib), logits_i(s_b, a_b))``.
         """
+        support = self.support
+        if support is not None:
+            sigma = self.hl_gauss_sigma * support.bin_width
+            per_example = jax.vmap(jax.vmap(lambda l, y: losses.hl_gauss_loss(l, y, support.edges, sigma)))
+            q = support.expectation(q_taken)
+            return per_example(q_taken, targets).mean(axis=1), jax.lax.stop_gradient(q).mean(axis=1)
         if stats is None:
             td, q_unnormalised = targets - q_taken, q_taken
         else:
@@ -254,9 +299,7 @@ class Learner:
 
     def task_losses(self, params: Params, targets: jax.Array, batch: Transition, stats=None):
         """Per-task TD losses ``[T]`` and the mean unnormalised ``Q(s, a)`` ``[T]`` (see ``_losses_from_q``)."""
-        q_tm1 = self.q_values(params, batch.obs)
-        q_taken = jnp.take_along_axis(q_tm1, batch.action[..., None], axis=-1)[..., 0]
-        return self._losses_from_q(q_taken, targets, stats)
+        return self._losses_from_q(taken(self.head_outputs(params, batch.obs), batch.action), targets, stats)
 
     def loss_on_targets(self, params: Params, targets: jax.Array, batch: Transition, stats=None):
         """``sum_i w_i L_i`` (``w_i = 1`` unless hard sharing sets weights), plus the
@@ -286,22 +329,25 @@ class Learner:
         weights = jnp.ones((self.num_tasks,), jnp.float32) if weights is None else weights
 
         def one_task(task_params, obs, action, task_targets, task_stats):
-            q = self.network.apply(task_params, obs)
-            q_taken = jnp.take_along_axis(q, action[:, None], axis=-1)[:, 0]
+            out = self.network.head_output(task_params, obs)
             as_batch = None if task_stats is None else jax.tree_util.tree_map(lambda x: x[None], task_stats)
-            task_loss, q_mean = self._losses_from_q(q_taken[None], task_targets[None], as_batch)
+            task_loss, q_mean = self._losses_from_q(taken(out[None], action[None]), task_targets[None], as_batch)
             return task_loss[0], q_mean[0]
 
+        axes = self.param_axes(params)
         per_task = jax.vmap(
             jax.value_and_grad(one_task, has_aux=True),
-            in_axes=(self.param_axes(), 0, 0, 0, None if stats is None else 0),
+            in_axes=(axes, 0, 0, 0, None if stats is None else 0),
         )
         (task_loss, q_mean), task_grads = per_task(params, batch.obs, batch.action, targets, stats)
         task_grads = jax.tree_util.tree_map(lambda g: g * weights.reshape((-1,) + (1,) * (g.ndim - 1)), task_grads)
-        axes = self.param_axes()
-        shared = {part: task_grads[part] for part in ("torso", "head") if axes[part] is None}
-        projected = losses.pcgrad(shared, keys)
-        grads = {part: projected[part] if axes[part] is None else task_grads[part] for part in ("torso", "head")}
+        # A shared leaf's per-task gradients [T, ...] are projected and summed; a task leaf keeps its own.
+        grad_leaves, treedef = jax.tree_util.tree_flatten(task_grads)
+        shared_at = [i for i, axis in enumerate(jax.tree_util.tree_leaves(axes, is_leaf=lambda x: x is None)) if axis is None]
+        projected = losses.pcgrad([grad_leaves[i] for i in shared_at], keys)
+        for i, leaf in zip(shared_at, projected):
+            grad_leaves[i] = leaf
+        grads = jax.tree_util.tree_unflatten(treedef, grad_leaves)
         return grads, LossInfo(task_loss, q_mean, jnp.zeros((), jnp.float32))
 
     def update(self, params: Params, target_params: Params, opt_state, batch: Transition, keys: jax.Array | None = None):
@@ -324,6 +370,12 @@ class Learner:
         params, inner = self.apply_gradients(grads, inner, params)
         opt_state = PopArtOptState(inner, stats) if self.popart else inner
         return params, opt_state, info
+
+
+def taken(out: jax.Array, action: jax.Array) -> jax.Array:
+    """The head's output ``[T, B, A, ...]`` at the actions ``[T, B]`` -> ``[T, B, ...]``."""
+    index = action.reshape(action.shape + (1,) * (out.ndim - 2))
+    return jnp.take_along_axis(out, index, axis=2)[:, :, 0]
 
 
 def per_task(optimizer: optax.GradientTransformation, vmapped: bool = True) -> optax.GradientTransformation:

@@ -109,6 +109,7 @@ class TaskSet:
                 f"tasks: observations must all have the same rank to be padded; got shapes {shapes}"
             )
         self.obs_shape = tuple(int(max(dims)) for dims in zip(*shapes))
+        self.task_obs_shapes = [tuple(int(d) for d in s) for s in shapes]
         dtypes = {g.obs_dtype for g, _ in self.groups}
         self.obs_dtype = dtypes.pop() if len(dtypes) == 1 else jnp.dtype(jnp.float32)
         self.task_num_actions = [g.num_actions for g, sl in self.groups for _ in range(sl.start, sl.stop)]
@@ -122,6 +123,14 @@ class TaskSet:
     @property
     def num_tasks(self) -> int:
         return len(self.tasks)
+
+    @property
+    def obs_valid(self) -> np.ndarray:
+        """``[T, *obs_shape]`` bool: where task ``i``'s own observation lies inside the padded one."""
+        valid = np.zeros((self.num_tasks, *self.obs_shape), bool)
+        for i, shape in enumerate(self.task_obs_shapes):
+            valid[(i, *(slice(0, d) for d in shape))] = True
+        return valid
 
     @property
     def labels(self) -> list[str]:
