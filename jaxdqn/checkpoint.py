@@ -15,14 +15,25 @@ interrupted save leaves the previous checkpoint intact. A save that fails to
 write (disk full, quota, permissions) removes its temporary folder and raises
 a ``CheckpointWriteError`` whose one line names the step, the reason and the
 checkpoint that is still the latest.
+
+After a save, process 0 writes ``checksums.json`` into the step folder: the size
+and CRC-32 of every file orbax wrote. Reading a checkpoint checks them first, so a
+truncated, altered or missing file is named in one line (:class:`CheckpointError`)
+instead of surfacing as an orbax traceback, or not at all (orbax does not check
+the bytes of its array chunks). ``--resume`` then falls back to the newest older
+checkpoint that reads back whole. Checkpoints written before this have no
+``checksums.json`` and are read as they are.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
+import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +140,59 @@ class _DropWriteFailureTracebacks(logging.Filter):
 _ABSL_FILTER = _DropWriteFailureTracebacks()
 
 
+CHECKSUMS = "checksums.json"
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def write_checksums(step_dir: Path) -> None:
+    """Size and CRC-32 of every file under ``step_dir``, written atomically to ``checksums.json``."""
+    files = sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    record = {str(p.relative_to(step_dir)): [p.stat().st_size, _crc32(p)] for p in files}
+    tmp = step_dir / f".{CHECKSUMS}.tmp"
+    tmp.write_text(json.dumps(record, indent=0))
+    os.replace(tmp, step_dir / CHECKSUMS)
+
+
+def damaged_file(step_dir: Path) -> str | None:
+    """What is wrong with a checkpoint's files (``"FILE: reason"``), or ``None`` if they are as
+    written (or the checkpoint predates checksums)."""
+    record_path = step_dir / CHECKSUMS
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError) as err:
+        return f"{CHECKSUMS}: unreadable ({err})"
+    for name, (size, crc) in record.items():
+        path = step_dir / name
+        if not path.is_file():
+            return f"{name}: missing"
+        if path.stat().st_size != size:
+            return f"{name}: {path.stat().st_size} bytes, written with {size}"
+        if _crc32(path) != crc:
+            return f"{name}: its bytes changed since it was written (CRC-32 mismatch)"
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]
+
+
+def check_readable(directory: Path, step: int) -> None:
+    """Raises a one-line :class:`CheckpointError` naming the damaged file of checkpoint ``step``."""
+    problem = damaged_file(directory / str(step))
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {directory}/{step} is damaged: {problem}")
+
+
 class Checkpointer:
     """Saves and restores the checkpoints of one run directory."""
 
@@ -151,6 +215,8 @@ class Checkpointer:
                 force=True,
             )
             self.manager.wait_until_finished()
+            if jax.process_index() == 0:
+                write_checksums(self.directory / str(step))
         except Exception as err:
             reason = write_failure_reason(err)
             if reason is None:
@@ -179,10 +245,38 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def restore_state(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
-        """Restores the full training state into the structure of ``target``."""
-        step = self.latest_step() if step is None else step
-        if step is None:
+        """Restores the full training state into the structure of ``target``: from ``step``,
+        or from the newest checkpoint that reads back whole, saying in one line (on stderr)
+        which newer ones it skipped and why."""
+        if step is not None:
+            check_readable(self.directory, step)
+            return self._restore(target, step)
+        steps = complete_steps(self.directory)
+        if not steps:
             raise CheckpointError(f"no checkpoint to resume from in {self.directory}")
+        for candidate in reversed(steps):
+            problem = damaged_file(self.directory / str(candidate))
+            if problem is None:
+                try:
+                    return self._restore(target, candidate)
+                except CheckpointError:  # does not fit this run: not a damage an older one would mend
+                    raise
+                except Exception as err:  # orbax could not read it
+                    problem = _first_line(err)
+            aside = self._set_aside(candidate)
+            print(f"--resume: skipping checkpoint {self.directory}/{candidate} ({problem}); moved to {aside}", file=sys.stderr)
+        raise CheckpointError(f"no checkpoint in {self.directory} reads back whole (tried {', '.join(map(str, reversed(steps)))})")
+
+    def _set_aside(self, step: int) -> Path:
+        """Renames a damaged checkpoint out of the run's steps (kept for a person to look at)."""
+        n = 0
+        while (aside := self.directory / f"{step}.damaged{'-' + str(n) if n else ''}").exists():
+            n += 1
+        os.replace(self.directory / str(step), aside)
+        self.manager.reload()
+        return aside
+
+    def _restore(self, target: Any, step: int) -> tuple[Any, dict]:
         stored = self.manager.item_metadata(step)["state"]
         check_fits(
             stored.tree if hasattr(stored, "tree") else stored, target, f"checkpoint {self.directory}/{step}",
@@ -226,24 +320,45 @@ def resolve(path: str | Path) -> tuple[Path, int]:
     return path.absolute(), steps[-1]
 
 
-def read_meta(path: str | Path) -> dict:
+class _Unreadable:
+    """Turns what orbax raises while reading checkpoint ``step`` into one line naming it."""
+
+    def __init__(self, directory: Path, step: int):
+        self.where = f"{directory}/{step}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if err is not None and isinstance(err, Exception) and not isinstance(err, CheckpointError):
+            raise CheckpointError(f"checkpoint {self.where} could not be read: {_first_line(err)}") from None
+        return False
+
+
+def _readable(path: str | Path) -> tuple[Path, int]:
     directory, step = resolve(path)
-    with _manager(directory) as manager:
+    check_readable(directory, step)
+    return directory, step
+
+
+def read_meta(path: str | Path) -> dict:
+    directory, step = _readable(path)
+    with _Unreadable(directory, step), _manager(directory) as manager:
         return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
 def stored_param_shapes(path: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """Leaf names, shapes and dtypes of a checkpoint's ``params`` item, read without loading arrays."""
-    directory, step = resolve(path)
-    with _manager(directory) as manager:
+    directory, step = _readable(path)
+    with _Unreadable(directory, step), _manager(directory) as manager:
         stored = manager.item_metadata(step)["params"]
     return leaf_shapes(stored.tree if hasattr(stored, "tree") else stored)
 
 
 def load_params(path: str | Path, target: Any) -> tuple[Any, dict]:
     """Online parameters and metadata of a checkpoint, checked against ``target``'s shapes."""
-    directory, step = resolve(path)
-    with _manager(directory) as manager:
+    directory, step = _readable(path)
+    with _Unreadable(directory, step), _manager(directory) as manager:
         stored = manager.item_metadata(step)["params"]
         check_fits(stored.tree if hasattr(stored, "tree") else stored, target, f"checkpoint {directory}/{step}")
         restored = manager.restore(

@@ -1,7 +1,9 @@
 """``jaxdqn`` command line: train, evaluate, plot, distill, transfer, inspect, compare.
 
 Errors meant for people (bad config, missing checkpoint, ...) print one line
-and exit with status 2; Ctrl-C exits with 130 after saving a checkpoint.
+and exit with status 2; Ctrl-C exits with 130 after saving a checkpoint;
+SIGTERM or SIGUSR1 (a scheduler's preemption or time limit) exits with 75
+after saving one (jaxdqn.preemption).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from jaxdqn import preemption
 from jaxdqn.errors import JaxdqnError
 
 
@@ -30,8 +33,16 @@ def _report_run(title: str, run_dir: Path, metrics: str, next_steps: str, checkp
 
 
 def _check_resume(args: argparse.Namespace) -> None:
+    """``--resume`` continues the run in ``--run-dir``; ``--resume auto`` continues it when it
+    has checkpoints and starts it otherwise, so a requeued job can run one command every time."""
     if args.resume and args.run_dir is None:
-        raise JaxdqnError("--resume needs --run-dir RUN_DIR (the run to continue)")
+        raise JaxdqnError(f"--resume{' auto' if args.resume == 'auto' else ''} needs --run-dir RUN_DIR (the run to continue)")
+    if args.resume == "auto":
+        started = (Path(args.run_dir) / "checkpoints").is_dir()
+        print(f"--resume auto: {'continuing the run in' if started else 'starting a new run in'} {args.run_dir}", file=sys.stderr)
+        args.resume = started
+    else:
+        args.resume = bool(args.resume)
 
 
 def _start_distributed(args: argparse.Namespace) -> bool:
@@ -165,7 +176,16 @@ def _run_arguments(p: argparse.ArgumentParser, config_help: str, overrides_help:
     p.add_argument("config", help=config_help)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=overrides_help)
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: OUTPUT_DIR/NAME-TIMESTAMP)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        choices=(True, "auto"),
+        metavar="auto",
+        help="continue the run in --run-dir from its latest readable checkpoint; --resume auto: continue it if it "
+        "has checkpoints, start it otherwise (one command for a job that may be requeued)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jaxdqn {args.command}: interrupted", file=sys.stderr)
         return 130
+    except preemption.Preempted as stop:
+        print(f"jaxdqn {args.command}: {stop}", file=sys.stderr)
+        return preemption.EXIT_STATUS
 
 
 if __name__ == "__main__":

@@ -286,6 +286,18 @@ def agree(value: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process (a collective with several processes)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return bool(flag)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).max())
+
+
 def check_supported(cfg) -> None:
     """Refuses, in one line, what a multi-process run does not support."""
     from jaxdqn.envs.envpool_env import is_atari_id

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdqn import preemption
 from jaxdqn.agents.dqn import DQNAgent, TrainState
 from jaxdqn.envs import TaskSet
 
@@ -161,6 +162,8 @@ class HostRunner(Runner):
                 state, metrics = self._record(state, metrics, actions, raws)
                 if ctrl_c.is_set():
                     raise ChunkInterrupted(state)
+                if preemption.requested():  # the loop saves this iteration's state and stops
+                    break
         return state, metrics
 
 

@@ -6,7 +6,8 @@ metrics row per task (plus the mean), updates the progress bar, evaluates
 every ``train.eval_every`` env steps and at the end, and checkpoints every
 ``train.checkpoint_every`` env steps and at the end, keeping the last
 ``train.keep_checkpoints``. ``resume`` continues from the latest checkpoint
-(bit for bit, for pure-JAX envs); Ctrl-C saves a checkpoint of the last
+(bit for bit, for pure-JAX envs); SIGTERM or SIGUSR1 saves the chunk in flight
+and stops (:mod:`jaxdqn.preemption`); Ctrl-C saves a checkpoint of the last
 finished chunk before leaving (with several processes it keeps the last
 periodic one instead: saving is collective). With several processes
 (:mod:`jaxdqn.distributed`) the state is built or restored straight onto the
@@ -28,7 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxdqn import distributed, sharding
+from jaxdqn import distributed, preemption, sharding
 from jaxdqn.agents.system import chunk_rows
 from jaxdqn.checkpoint import Checkpointer
 from jaxdqn.config import TrainConfig
@@ -128,11 +129,12 @@ def run(job: Job, run_dir: Path, resume: bool = False):
     bar = _progress_bar(job.name, t.total_env_steps, env_steps, t.progress and primary)
     last_eval = None
     saved_at = env_steps if resume else -1
+    restore_signals = preemption.install()
     try:
         while env_steps < t.total_env_steps:
             # up to the next multiple of log_every (a run saved by Ctrl-C mid-chunk realigns)
             iterations = min(t.log_every - env_steps % t.log_every, t.total_env_steps - env_steps) // t.num_envs
-            started = time.perf_counter()
+            started, before = time.perf_counter(), env_steps
             state, metrics = runner.run(state, iterations)
             jax.block_until_ready(state)
             elapsed = time.perf_counter() - started
@@ -147,7 +149,7 @@ def run(job: Job, run_dir: Path, resume: bool = False):
             per_task = job.rows(state, metrics, evaluation)
             if evaluation is not None:
                 job.evaluated(state, env_steps, per_task)
-            steps_per_sec = iterations * t.num_envs * system.num_tasks / elapsed
+            steps_per_sec = (env_steps - before) * system.num_tasks / elapsed
             if writer is not None:
                 writer.write(
                     {"env_steps": env_steps, "updates": int(state.updates), "steps_per_sec": steps_per_sec, "wall_time": time.time()},
@@ -158,6 +160,11 @@ def run(job: Job, run_dir: Path, resume: bool = False):
             if finished or (t.checkpoint_every and env_steps % t.checkpoint_every == 0):
                 checkpointer.save(env_steps, state, job.meta(env_steps, last_eval))
                 saved_at = env_steps
+            if distributed.any_process(preemption.requested()):  # every process stops at the same chunk
+                if saved_at != env_steps:
+                    checkpointer.save(env_steps, state, job.meta(env_steps, last_eval))
+                    saved_at = env_steps
+                raise preemption.Preempted(preemption.signal_name(), env_steps, str(ckpt_dir))
     except KeyboardInterrupt as interrupt:
         state = getattr(interrupt, "state", state)  # a host-stepped chunk hands back the state it reached
         if state is None:  # a second Ctrl-C inside a host-stepped chunk: nothing whole to save
@@ -172,6 +179,7 @@ def run(job: Job, run_dir: Path, resume: bool = False):
             checkpointer.save(env_steps, state, job.meta(env_steps, last_eval))
         raise
     finally:
+        restore_signals()
         bar.close()
         if writer is not None:
             writer.close()
