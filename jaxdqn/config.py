@@ -313,24 +313,19 @@ def _check_finite_entries(mapping: dict, key: str) -> None:
 
 
 def _check_consistency(cfg: Config) -> None:
-    from jaxdqn.envs import known_env_ids
+    from jaxdqn.envs.taskset import check_env_id
 
-    allowed_ids = known_env_ids()
     for i, task in enumerate(cfg.tasks):
-        if task.env_id not in allowed_ids:
-            raise ConfigError(
-                f"config key 'tasks[{i}].env_id': unknown environment {task.env_id!r}; "
-                f"allowed: {', '.join(allowed_ids)}"
-            )
+        check_env_id(task.env_id, f"tasks[{i}].env_id")
     if not cfg.tasks:
         raise ConfigError("config key 'tasks': got an empty list; allowed: one or more tasks")
-    from jaxdqn.envs import envpool_env
+    from jaxdqn.envs import envpool_env, known_env_ids
 
     atari = [envpool_env.is_atari_id(task.env_id) for task in cfg.tasks]
     if any(atari) and not all(atari):
         i = atari.index(not atari[0])
         kind = "an Atari game (envpool)" if atari[i] else "a gymnax environment"
-        same_kind = [e for e in allowed_ids if envpool_env.is_atari_id(e) == atari[0]]
+        same_kind = [e for e in known_env_ids() if envpool_env.is_atari_id(e) == atari[0]]
         raise ConfigError(
             f"config key 'tasks[{i}].env_id': got {cfg.tasks[i].env_id!r}, {kind}; the tasks of one run are all "
             f"Atari games or all gymnax environments, and tasks[0] is {cfg.tasks[0].env_id!r}; "

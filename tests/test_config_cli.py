@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import yaml
+from pathlib import Path
 
 from jaxdqn import cli, config
 from jaxdqn.errors import ConfigError
@@ -365,3 +366,26 @@ def test_distill_reuses_the_optimizer_replay_and_schedule_keys():
     with pytest.raises(ConfigError, match="'distill.learning_rate'"):
         tconfig.distill_from_dict({"teachers": [{"checkpoint": "x"}], "distill": {"learning_rate": -1.0}})
     assert tconfig.DistillSettings().learning_rate == 1e-3 and config.DQNConfig().learning_rate == 2.5e-4
+
+
+def test_an_atari_id_without_envpool_names_the_extra(monkeypatch):
+    from jaxdqn.envs import envpool_env
+
+    monkeypatch.setattr(envpool_env, "registered_ids", lambda: ())  # as on an install without the atari extra
+    with pytest.raises(ConfigError) as err:
+        config.from_dict({"tasks": [{"env_id": "Pong-v5"}]})
+    assert "'tasks[0].env_id'" in str(err.value) and "pip install 'jaxdqn[atari]'" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown environment 'Pongg-v1'"):
+        config.from_dict({"tasks": [{"env_id": "Pongg-v1"}]})
+
+
+def test_a_gymnax_run_does_not_import_envpool(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from jaxdqn import config; from jaxdqn.agents.build import build_agent; "
+        "build_agent(config.load('configs/cartpole_dqn.yaml', [])); print('envpool' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import NamedTuple, Sequence
 
 import jax
@@ -70,8 +71,25 @@ def registered_ids() -> tuple[str, ...]:
     return tuple(sorted(k for k, v in registry.specs.items() if v[0] == "envpool.atari"))
 
 
+ATARI_EXTRA = "pip install 'jaxdqn[atari]'"
+
+
+def needs_atari_extra(env_id: str) -> bool:
+    """Whether ``env_id`` names an Atari game (``Pong-v5``) while envpool, the ``atari``
+    extra, is not installed."""
+    if not ATARI_ID.fullmatch(env_id) or registered_ids():
+        return False
+    from jaxdqn.atari import game_name, reference_scores
+
+    return game_name(env_id) in reference_scores()
+
+
+ATARI_ID = re.compile(r"[A-Za-z0-9]+-v5")  # envpool's Atari ids; no gymnax or pgx id has this form
+
+
 def is_atari_id(env_id: str) -> bool:
-    return env_id in registered_ids()
+    """Whether ``env_id`` is one of envpool's Atari games (envpool is imported only for ids of that form)."""
+    return bool(ATARI_ID.fullmatch(env_id)) and env_id in registered_ids()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,19 @@ def known_env_ids() -> list[str]:
     return gymnax_env.registered_ids() + list(pgx_env.registered_ids()) + list(envpool_env.registered_ids())
 
 
+def check_env_id(env_id: str, key: str = "tasks[].env_id") -> None:
+    """A known id passes; otherwise one line naming what is allowed (envpool, and so the Atari
+    ids, is looked up only for an id that is not gymnax's or pgx's)."""
+    if env_id in gymnax_env.registered_ids() or pgx_env.is_pgx_id(env_id) or envpool_env.is_atari_id(env_id):
+        return
+    if envpool_env.needs_atari_extra(env_id):
+        raise ConfigError(
+            f"config key '{key}': {env_id!r} is an Atari game, and Atari needs envpool, which is not installed; "
+            f"install the extra: {envpool_env.ATARI_EXTRA}"
+        )
+    raise ConfigError(f"config key '{key}': unknown environment {env_id!r}; allowed: {', '.join(known_env_ids())}")
+
+
 def group_key(task: TaskSpec):
     """Consecutive tasks with equal keys are stepped as one group.
 
@@ -56,12 +69,6 @@ def group_key(task: TaskSpec):
     return task.env_id
 
 
-def _check_env_id(env_id: str) -> None:
-    allowed = known_env_ids()
-    if env_id not in allowed:
-        raise ConfigError(
-            f"tasks[].env_id: unknown environment {env_id!r}; allowed: {', '.join(allowed)}"
-        )
 
 
 def _pad_to(x: jax.Array, shape: tuple[int, ...], lead: int) -> jax.Array:
@@ -79,7 +86,7 @@ class TaskSet:
         if not tasks:
             raise ConfigError("tasks: at least one task is required")
         for task in tasks:
-            _check_env_id(task.env_id)
+            check_env_id(task.env_id)
         self.tasks = list(tasks)
         self.num_envs = num_envs
         self.is_atari = _check_atari_tasks(self.tasks)
