@@ -1,4 +1,4 @@
-"""``jaxdqn`` command line: train, evaluate, plot, distill, transfer, inspect, compare.
+"""``jaxdqn`` command line: train, evaluate, plot, distill, transfer, inspect, compare, report.
 
 Errors meant for people (bad config, missing checkpoint, ...) print one line
 and exit with status 2; Ctrl-C exits with 130 after saving a checkpoint;
@@ -171,6 +171,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from jaxdqn import report
+
+    output = args.output or Path(args.run_dirs[0]).parent / "report"
+    path = report.write_report(args.run_dirs, output, args.reference or (), args.normalise, args.reps)
+    print(path.read_text())
+    print(f"wrote {path}, {output / 'curves.png'}, {output / 'profiles.png'}")
+    return 0
+
+
 def _run_arguments(p: argparse.ArgumentParser, config_help: str, overrides_help: str = "override config keys") -> None:
     """What every command that runs something takes: the config, overrides, the run directory, --resume."""
     p.add_argument("config", help=config_help)
@@ -317,6 +327,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=Path, default=None, help="PNG path (default: PARENT_OF_FIRST_RUN/compare.png)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown to this file")
     p.set_defaults(func=cmd_compare)
+
+    from jaxdqn.report import NORMALISATIONS
+
+    p = sub.add_parser(
+        "report",
+        help="aggregate runs over seeds and tasks: intervals, IQM, curves, performance profiles",
+        description="Aggregate final greedy returns over seeds and tasks (Agarwal et al. 2021): per task the mean "
+        "with a 95%% bootstrap interval; over tasks and runs the IQM, mean, median and optimality gap of normalised "
+        "scores with stratified-bootstrap 95%% intervals (rliable, the 'report' extra). Runs named NAME_sSEED (or "
+        "sharing a config name) are seeds of one method. Writes report.md, curves.png and profiles.png.",
+    )
+    p.add_argument("run_dirs", nargs="+", type=Path, help="run directories")
+    p.add_argument("--reference", nargs="*", type=Path, default=None, help="runs to normalise by (e.g. independent training)")
+    p.add_argument("--normalise", choices=NORMALISATIONS, default="auto",
+                   help="auto: by --reference if given, human-normalised for Atari, else min-max over the runs given")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--output", "-o", type=Path, default=None, help="folder for the report (default: PARENT_OF_FIRST_RUN/report)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

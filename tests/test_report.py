@@ -38,3 +38,52 @@ def test_iqm_is_the_mean_of_the_middle_half_with_an_interval_around_it():
 def test_normalised_maps_the_range_to_zero_one():
     low, high = np.array([0.0, -500.0]), np.array([500.0, 0.0])
     np.testing.assert_allclose(report.normalised(np.array([[250.0, -500.0]]), low, high), [[0.5, 0.0]])
+
+
+def _fake_run(path, finals: dict[str, float]):
+    """A run directory whose metrics.csv has two evaluations per task, the last at ``finals``."""
+    path.mkdir(parents=True)
+    lines = ["env_steps,task,eval_return"]
+    for step, scale in ((1000, 0.5), (2000, 1.0)):
+        lines += [f"{step},{task},{value * scale}" for task, value in finals.items()]
+        lines.append(f"{step},mean,{np.mean(list(finals.values())) * scale}")
+    (path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_report_command_writes_intervals_curves_and_profiles(tmp_path, capsys):
+    from jaxdqn.cli import main
+
+    runs = []
+    for seed in range(3):
+        runs.append(_fake_run(tmp_path / f"independent_s{seed}", {"a": 10.0 + seed, "b": 100.0}))
+        runs.append(_fake_run(tmp_path / f"hard_s{seed}", {"a": 5.0, "b": 50.0 + seed}))
+    out = tmp_path / "report"
+    reference = [str(r) for r in runs if r.name.startswith("independent")]
+    assert main(["report", *map(str, runs), "--reference", *reference, "--reps", "200", "-o", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| a | 11.00 [" in text  # independent's mean of 10, 11, 12
+    # normalised by independent's per-task means (11 and 100): hard scores 5/11 and 0.5-0.52
+    row = next(line for line in text.splitlines() if line.startswith("| hard |"))
+    iqm = float(row.split("|")[2].split()[0])
+    assert 5 / 11 <= iqm <= 0.52
+    assert (out / "curves.png").stat().st_size > 0 and (out / "profiles.png").stat().st_size > 0
+
+
+def test_report_without_rliable_names_the_extra(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    from jaxdqn.cli import main
+
+    real_import = builtins.__import__
+
+    def no_rliable(name, *args, **kwargs):
+        if name.startswith("rliable"):
+            raise ImportError("No module named 'rliable'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_rliable)
+    run = _fake_run(tmp_path / "x_s0", {"a": 1.0})
+    assert main(["report", str(run), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'jaxdqn[report]'" in err[0]
