@@ -96,6 +96,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.checkpoint, episodes=args.episodes, epsilon=args.epsilon, seed=args.seed)
     print(f"checkpoint at env step {result.env_steps}, epsilon {'run default' if args.epsilon is None else args.epsilon}")
     print(result.summary())
+    if args.gif is not None:
+        from jaxdqn.episode_gif import write_episode_gifs
+        from jaxdqn.evaluate import load_checkpoint
+
+        cfg, agent, params, _ = load_checkpoint(args.checkpoint, seed=args.seed)
+        for path, steps in write_episode_gifs(cfg, agent, params, args.gif, seed=cfg.seed):
+            print(f"wrote {path} (a greedy episode of {steps} steps)")
     return 0
 
 
@@ -250,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "0 = greedy, for gymnax tasks; atari.eval_epsilon, 0.05, for Atari)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the evaluation episodes (default: the run's seed)")
+    p.add_argument("--gif", type=Path, default=None, metavar="DIR", help="also write one GIF per task of a greedy episode into DIR")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

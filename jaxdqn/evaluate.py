@@ -159,15 +159,13 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def evaluate_checkpoint(path, episodes: int = 10, epsilon: float | None = 0.0, seed: int | None = None) -> EvalResult:
-    """Loads a checkpoint (run dir, checkpoints dir or step dir) and plays ``episodes`` per task.
+def load_checkpoint(path, episodes: int = 10, epsilon: float | None = 0.0, seed: int | None = None):
+    """A checkpoint (run dir, checkpoints dir or step dir) -> (config, agent, online params, meta).
 
     Any checkpoint ``jaxdqn`` writes: training, distillation (the student) and
     transfer runs, progressive networks included (their frozen columns are
-    loaded from the source checkpoints their metadata names).
-
-    ``epsilon`` applies to every task, Atari included; ``None`` keeps the run's own
-    setting (``atari.eval_epsilon``, 0.05 by default, for Atari tasks).
+    loaded from the source checkpoints their metadata names). ``episodes``,
+    ``epsilon`` and ``seed`` set the evaluation protocol of the returned config.
     """
     from jaxdqn.transfer import sources
 
@@ -185,6 +183,16 @@ def evaluate_checkpoint(path, episodes: int = 10, epsilon: float | None = 0.0, s
         agent = dataclasses.replace(agent, learner=sources.stored_learner(meta, cfg, agent.tasks, str(path)))
     target = jax.eval_shape(agent.init, task_keys(cfg)).params
     params, meta = checkpoint.load_params(path, target)
+    return cfg, agent, params, meta
+
+
+def evaluate_checkpoint(path, episodes: int = 10, epsilon: float | None = 0.0, seed: int | None = None) -> EvalResult:
+    """Loads a checkpoint (see :func:`load_checkpoint`) and plays ``episodes`` per task.
+
+    ``epsilon`` applies to every task, Atari included; ``None`` keeps the run's own
+    setting (``atari.eval_epsilon``, 0.05 by default, for Atari tasks).
+    """
+    cfg, agent, params, meta = load_checkpoint(path, episodes, epsilon, seed)
     returns = Evaluator(cfg, agent)(params, int(meta["env_steps"]) + 1)
     env_ids = [t.env_id for t in agent.tasks.tasks] if agent.tasks.is_atari else None
     return EvalResult(agent.tasks.labels, returns, int(meta["env_steps"]), env_ids)
