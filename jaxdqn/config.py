@@ -165,6 +165,16 @@ class MultitaskConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases logging (the ``wandb`` extra); off unless ``project`` is set."""
+
+    project: str = _field("", help="W&B project; empty: no W&B logging (wandb is then never imported)")
+    entity: str = _field("", help="W&B entity (team or user; empty: your default)")
+    mode: str = _field("online", choices=("online", "offline"), help="offline: write the run locally, sync later with `wandb sync`")
+    tags: tuple[str, ...] = _field((), help="W&B tags of the run")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     total_env_steps: int = _field(500_000, low=1, help="env steps per task")
     num_envs: int = _field(10, low=1, help="parallel environments per task")
@@ -176,6 +186,7 @@ class TrainConfig:
     keep_checkpoints: int = _field(3, low=1, help="how many recent checkpoints to keep")
     output_dir: str = _field("runs", help="parent folder of run directories")
     tensorboard: bool = _field(True, help="also write TensorBoard event files")
+    wandb: WandbConfig = _field(WandbConfig())
     progress: bool = _field(True, help="show a progress bar")
 
 

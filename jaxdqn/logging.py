@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -81,8 +82,9 @@ class MetricsWriter:
     dropped. ``None`` appends to whatever the file holds.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, keep_through: int | None = None):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, keep_through: int | None = None, wandb=None):
         self.path = Path(run_dir) / "metrics.csv"
+        self._wandb = start_wandb(Path(run_dir), wandb) if wandb is not None and wandb.project else None
         if keep_through is not None and self.path.exists():
             keep_rows_through(self.path, keep_through)
         is_new = not self.path.exists() or self.path.stat().st_size == 0
@@ -125,8 +127,20 @@ class MetricsWriter:
                 if common.get(key) is not None:
                     self._tb.add_scalar(f"run/{key}", common[key], step)
             self._tb.flush()
+        if self._wandb is not None:
+            scalars = {
+                f"{row['task']}/{key}": row[key]
+                for row in rows
+                for key in numeric
+                if row.get(key) is not None and not (isinstance(row[key], float) and math.isnan(row[key]))
+            }
+            scalars.update({f"run/{k}": common[k] for k in ("steps_per_sec", "updates") if common.get(k) is not None})
+            self._wandb.log(scalars, step=int(common["env_steps"]))
 
     def close(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
         self._file.close()
         if self._tb is not None:
             self._tb.close()
@@ -165,3 +179,30 @@ def read_run_metrics(run_dir: str | Path, metric: str) -> list[dict]:
     if rows and metric not in rows[0]:
         raise JaxdqnError(f"metric {metric!r} is not a column of {path / 'metrics.csv'}; columns: {', '.join(rows[0])}")
     return rows
+
+
+def start_wandb(run_dir: Path, settings):
+    """A W&B run for ``run_dir`` with its resolved config; a resumed run continues the same W&B run
+    (its id is kept in ``wandb_id.txt``)."""
+    try:
+        import wandb
+    except ImportError:
+        raise JaxdqnError("train.wandb.project is set, but wandb is not installed; install the extra: pip install 'jaxdqn[wandb]'") from None
+    import yaml
+
+    id_file = run_dir / "wandb_id.txt"
+    if not id_file.is_file():
+        id_file.write_text(secrets.token_hex(6))
+    config_file = run_dir / "config.yaml"
+    resolved = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    return wandb.init(
+        project=settings.project,
+        entity=settings.entity or None,
+        mode=settings.mode,
+        tags=list(settings.tags),
+        name=run_dir.name,
+        id=id_file.read_text().strip(),
+        resume="allow",
+        dir=str(run_dir),
+        config=resolved,
+    )

@@ -125,7 +125,7 @@ def run(job: Job, run_dir: Path, resume: bool = False):
     env_steps = int(state.env_steps)
     primary = distributed.is_primary()  # process 0 alone writes metrics, events and the bar
     # drops rows a killed run wrote after its checkpoint
-    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard, keep_through=env_steps) if primary else None
+    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard, keep_through=env_steps, wandb=t.wandb) if primary else None
     bar = _progress_bar(job.name, t.total_env_steps, env_steps, t.progress and primary)
     last_eval = None
     saved_at = env_steps if resume else -1

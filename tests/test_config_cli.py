@@ -379,13 +379,13 @@ def test_an_atari_id_without_envpool_names_the_extra(monkeypatch):
         config.from_dict({"tasks": [{"env_id": "Pongg-v1"}]})
 
 
-def test_a_gymnax_run_does_not_import_envpool(tmp_path):
+def test_a_gymnax_run_without_wandb_imports_neither_envpool_nor_wandb(tmp_path):
     import subprocess
     import sys
 
     code = (
         "import sys; from jaxdqn import config; from jaxdqn.agents.build import build_agent; "
-        "build_agent(config.load('configs/cartpole_dqn.yaml', [])); print('envpool' in sys.modules)"
+        "build_agent(config.load('configs/cartpole_dqn.yaml', [])); print('envpool' in sys.modules or 'wandb' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
     assert out.stdout.strip().splitlines()[-1] == "False"

@@ -82,3 +82,29 @@ def test_seed_decides_the_run():
     assert_trees_identical(params_after(3), params_after(3))
     a, b = jax.tree_util.tree_leaves(params_after(3)), jax.tree_util.tree_leaves(params_after(4))
     assert any(not np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_wandb_offline_logs_the_same_scalars_and_the_config(tmp_path, monkeypatch):
+    from jaxdqn import logging as metrics_log
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logged = []
+    real_start = metrics_log.start_wandb
+
+    def recording_start(run_dir, settings):
+        run = real_start(run_dir, settings)
+        real_log = run.log
+        monkeypatch.setattr(run, "log", lambda data, step: (logged.append((step, dict(data))), real_log(data, step=step))[1])
+        return run
+
+    monkeypatch.setattr(metrics_log, "start_wandb", recording_start)
+    cfg = make_cfg(**{"train.wandb.project": "jaxdqn-test", "train.wandb.mode": "offline", "train.wandb.tags": "[ci]"})
+    run_dir = train(cfg, run_dir=tmp_path / "run")
+    rows = [r.split(",") for r in (run_dir / "metrics.csv").read_text().splitlines() if ",CartPole-v1," in r]
+    assert [step for step, _ in logged] == [int(r[0]) for r in rows]  # one log per metrics row, at its env step
+    for (_, data), row in zip(logged, rows):
+        assert data["CartPole-v1/loss"] == pytest.approx(float(row[6]), rel=1e-6)
+        assert "run/steps_per_sec" in data and "mean/episode_return" in data
+    # the offline run's record holds the scalars and the resolved config
+    record = next((run_dir / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
+    assert b"CartPole-v1/loss" in record and b"jaxdqn-test" in record and b"target_update_period" in record
