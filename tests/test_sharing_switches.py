@@ -221,7 +221,7 @@ ALL_SWITCHES = (
 
 @pytest.fixture(scope="module")
 def all_switches_run(tmp_path_factory):
-    cfg = mixed_hard(*ALL_SWITCHES)
+    cfg = mixed_hard(*ALL_SWITCHES, "train.total_env_steps=2000")
     run_dir = train(cfg, run_dir=tmp_path_factory.mktemp("all") / "run")
     return cfg, run_dir, latest_train_state(cfg, run_dir)
 
@@ -229,7 +229,7 @@ def all_switches_run(tmp_path_factory):
 def test_all_switches_resume_bit_exact(tmp_path, all_switches_run):
     cfg, _, uninterrupted = all_switches_run
     run_dir = tmp_path / "run"
-    train(mixed_hard(*ALL_SWITCHES, "train.total_env_steps=2000"), run_dir=run_dir)
+    train(mixed_hard(*ALL_SWITCHES, "train.total_env_steps=1000"), run_dir=run_dir)
     train(cfg, run_dir=run_dir, resume=True)
     resumed = latest_train_state(cfg, run_dir)
     assert int(resumed.updates) == int(uninterrupted.updates) > 0

@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 
 from jaxdqn.errors import ConfigError
-from jaxdqn.networks import MinAtarTorso, NetworkSpec, preprocess
+from jaxdqn.networks import OPTIONAL_FIELDS, MinAtarTorso, NetworkSpec, preprocess
 
 Params = Any
 
@@ -146,9 +146,13 @@ class ProgressiveQNetwork:
     def __post_init__(self):
         if self.spec.dueling:
             raise ConfigError("progressive networks do not support network.dueling: true")
-        layer_plan(self.spec)
-        for column in self.columns:
-            layer_plan(column.spec)
+        for column_spec in (self.spec, *(c.spec for c in self.columns)):
+            for key, default in OPTIONAL_FIELDS.items():
+                if getattr(column_spec, key) != default:
+                    names = {"task_input_layer": "network.task_input_layers"}
+                    where = "dqn.loss: hl_gauss" if key.startswith("value_") else names.get(key, f"network.{key}")
+                    raise ConfigError(f"progressive networks do not support {where} (in the new column or a source)")
+            layer_plan(column_spec)
 
     @property
     def module(self) -> NewColumn:
@@ -173,3 +177,5 @@ class ProgressiveQNetwork:
     def apply(self, params: Params, obs: jax.Array) -> jax.Array:
         merged = {**params["torso"], **params["head"]}
         return self.module.apply({"params": merged}, obs, self.source_activations(obs))
+
+    head_output = apply  # the new column regresses Q-values (no value support)
