@@ -63,7 +63,13 @@ def train_config(num_tasks: int, stepping: str, num_envs: int, replay: int, thre
                 "update_every": 4,
                 "target_update_period": 2_500,
             },
-            "train": {"num_envs": num_envs, "total_env_steps": steps, "log_every": chunk * num_envs, "eval_every": 0, "checkpoint_every": 0},
+            "train": {
+                "num_envs": num_envs,
+                "total_env_steps": steps,
+                "log_every": chunk * num_envs,
+                "eval_every": 0,
+                "checkpoint_every": 0,
+            },
             "atari": {"stepping": stepping, "num_threads": threads, "full_action_space": num_tasks > 1},
         }
     )
@@ -135,7 +141,9 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=8, help="envs per game")
     parser.add_argument("--threads", type=int, default=0, help="envpool threads per game (0: one per env)")
     parser.add_argument("--replay", type=int, default=50_000, help="replay capacity per game (frames)")
-    parser.add_argument("--chunk", type=int, default=None, help="iterations per compiled chunk (default: 10 on CPU, 50 elsewhere)")
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="iterations per compiled chunk (default: 10 on CPU, 50 elsewhere)"
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="timed seconds per training measurement")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -184,7 +192,9 @@ def main() -> None:
         f"{args.num_envs} envs per game, replay {args.replay:,} frames per game. Frames = agent steps x 4, summed over games.",
         f"Command: `python benchmarks/{machine['command']}`",
         "",
-        "| games T | raw envpool frames/s (ceiling) | " + " | ".join(f"train {m} frames/s | {m} updates/s" for m in args.modes) + " | faster |",
+        "| games T | raw envpool frames/s (ceiling) | "
+        + " | ".join(f"train {m} frames/s | {m} updates/s" for m in args.modes)
+        + " | faster |",
         "| ---: | ---: | " + " | ".join("---: | ---:" for _ in args.modes) + " | --- |",
     ]
     for r in rows:

@@ -33,7 +33,9 @@ def time_gradient_steps(torso: str, conv_impl: str, steps: int = 20) -> float:
 
     @jax.jit
     def loop(p):
-        body = lambda i, p: jax.tree_util.tree_map(lambda w, g: w - 1e-4 * g, p, jax.grad(loss)(p))
+        def body(i, p):
+            return jax.tree_util.tree_map(lambda w, g: w - 1e-4 * g, p, jax.grad(loss)(p))
+
         return jax.lax.fori_loop(0, steps, body, p)
 
     jax.block_until_ready(loop(params))

@@ -46,9 +46,16 @@ GAMES = {  # game -> (gymnax id, pgx id)
 }
 BACKENDS = ("gymnax", "pgx")
 EXPERIMENT_SETTINGS = [
-    "train.num_envs=128", "dqn.update_every=128", "dqn.batch_size=64", "dqn.learning_starts=5120",
-    "dqn.replay_capacity=100000", "dqn.target_update_period=250",
-    "train.log_every=6400", "train.total_env_steps=64000", "train.eval_every=0", "train.checkpoint_every=0",
+    "train.num_envs=128",
+    "dqn.update_every=128",
+    "dqn.batch_size=64",
+    "dqn.learning_starts=5120",
+    "dqn.replay_capacity=100000",
+    "dqn.target_update_period=250",
+    "train.log_every=6400",
+    "train.total_env_steps=64000",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
 ]
 
 
@@ -56,7 +63,11 @@ def measure_training(backend: str, seconds: float, num_envs: int = 128) -> dict:
     """MinAtar-5 training env steps/s; ``num_envs`` per game, one update per game every 128 env steps."""
     column = BACKENDS.index(backend)
     iterations = max(1, 6400 // num_envs)  # 6,400 env steps per game per chunk
-    overrides = EXPERIMENT_SETTINGS + [f"train.num_envs={num_envs}", f"train.log_every={iterations * num_envs}", f"train.total_env_steps={10 * iterations * num_envs}"]
+    overrides = EXPERIMENT_SETTINGS + [
+        f"train.num_envs={num_envs}",
+        f"train.log_every={iterations * num_envs}",
+        f"train.total_env_steps={10 * iterations * num_envs}",
+    ]
     overrides += [f"tasks.{i}.env_id={ids[column]}" for i, ids in enumerate(GAMES.values())]
     cfg = config.load(Path(__file__).parents[1] / "configs" / "minatar5_independent.yaml", overrides)
     agent = build_agent(cfg)
@@ -80,8 +91,13 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=16, help="parallel envs per game for the ceiling")
     parser.add_argument("--load", default="", help="what else ran on the machine (written into the results)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--train-scaling", type=int, nargs="+", metavar="NUM_ENVS",
-                        help="only pgx MinAtar-5 training, at each of these envs per game")
+    parser.add_argument(
+        "--train-scaling",
+        type=int,
+        nargs="+",
+        metavar="NUM_ENVS",
+        help="only pgx MinAtar-5 training, at each of these envs per game",
+    )
     args = parser.parse_args()
     if args.train_scaling:
         train_scaling(args)
@@ -91,7 +107,10 @@ def main() -> None:
     for game, ids in GAMES.items():
         for backend, env_id in zip(BACKENDS, ids):
             ceiling[game, backend] = measure_ceiling(env_id, args.num_envs, args.seconds)["env_steps_per_s"]
-            print(json.dumps({"game": game, "backend": backend, "ceiling_env_steps_per_s": round(ceiling[game, backend])}), flush=True)
+            print(
+                json.dumps({"game": game, "backend": backend, "ceiling_env_steps_per_s": round(ceiling[game, backend])}),
+                flush=True,
+            )
     train = {}
     for backend in BACKENDS:
         train[backend] = measure_training(backend, args.seconds)
@@ -102,7 +121,14 @@ def main() -> None:
         "machine": machine,
         "ceiling_num_envs": args.num_envs,
         "ceiling": [{"game": g, "backend": b, "env_steps_per_s": round(v)} for (g, b), v in ceiling.items()],
-        "train": [{"backend": b, "env_steps_per_s": round(v["env_steps_per_s"]), "compile_plus_first_chunk_s": round(v["compile_plus_first_chunk_s"], 1)} for b, v in train.items()],
+        "train": [
+            {
+                "backend": b,
+                "env_steps_per_s": round(v["env_steps_per_s"]),
+                "compile_plus_first_chunk_s": round(v["compile_plus_first_chunk_s"], 1),
+            }
+            for b, v in train.items()
+        ],
         "train_pgx_over_gymnax": round(train["pgx"]["env_steps_per_s"] / train["gymnax"]["env_steps_per_s"], 2),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +155,9 @@ def main() -> None:
         "| --- | ---: | ---: |",
     ]
     for backend in BACKENDS:
-        lines.append(f"| {backend} | {train[backend]['env_steps_per_s']:,.0f} | {train[backend]['compile_plus_first_chunk_s']:.1f} |")
+        lines.append(
+            f"| {backend} | {train[backend]['env_steps_per_s']:,.0f} | {train[backend]['compile_plus_first_chunk_s']:.1f} |"
+        )
     lines += ["", f"pgx / gymnax in training: {result['train_pgx_over_gymnax']:.2f}x"]
     (args.out / f"envs{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

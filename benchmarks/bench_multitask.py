@@ -72,7 +72,13 @@ def make_config(net: str, num_tasks: int, batching: str, num_envs: int, surgery:
                 "update_every": num_envs,
                 "target_update_period": 500,
             },
-            "train": {"num_envs": num_envs, "total_env_steps": num_envs, "log_every": num_envs, "eval_every": 0, "checkpoint_every": 0},
+            "train": {
+                "num_envs": num_envs,
+                "total_env_steps": num_envs,
+                "log_every": num_envs,
+                "eval_every": 0,
+                "checkpoint_every": 0,
+            },
         }
     )
 

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 from jaxdqn import config
 from jaxdqn.agents.build import build_agent, task_keys

@@ -84,7 +84,5 @@ class AtariScores:
 def score(env_ids: Sequence[str], returns: np.ndarray) -> AtariScores:
     """Scores of ``returns [T, episodes]`` (raw game returns) of the games ``env_ids``."""
     raw = np.asarray(returns, np.float64).reshape(len(env_ids), -1).mean(axis=1)
-    normalized = np.array(
-        [human_normalized_score(e, r) if has_reference(e) else math.nan for e, r in zip(env_ids, raw)]
-    )
+    normalized = np.array([human_normalized_score(e, r) if has_reference(e) else math.nan for e, r in zip(env_ids, raw)])
     return AtariScores(tuple(env_ids), raw, normalized)

@@ -225,7 +225,11 @@ class Checkpointer:
             for partial in self.directory.glob(f"{step}.*tmp*"):
                 shutil.rmtree(partial, ignore_errors=True)
             latest = self.latest_step()
-            kept = f"the checkpoint at env step {latest} is intact and still the latest" if latest is not None else "no earlier checkpoint exists"
+            kept = (
+                f"the checkpoint at env step {latest} is intact and still the latest"
+                if latest is not None
+                else "no earlier checkpoint exists"
+            )
             raise CheckpointWriteError(
                 f"could not write the checkpoint at env step {step} in {self.directory}: {reason}; {kept}"
             ) from err
@@ -265,7 +269,9 @@ class Checkpointer:
                     problem = _first_line(err)
             aside = self._set_aside(candidate)
             print(f"--resume: skipping checkpoint {self.directory}/{candidate} ({problem}); moved to {aside}", file=sys.stderr)
-        raise CheckpointError(f"no checkpoint in {self.directory} reads back whole (tried {', '.join(map(str, reversed(steps)))})")
+        raise CheckpointError(
+            f"no checkpoint in {self.directory} reads back whole (tried {', '.join(map(str, reversed(steps)))})"
+        )
 
     def _set_aside(self, step: int) -> Path:
         """Renames a damaged checkpoint out of the run's steps (kept for a person to look at)."""
@@ -279,7 +285,9 @@ class Checkpointer:
     def _restore(self, target: Any, step: int) -> tuple[Any, dict]:
         stored = self.manager.item_metadata(step)["state"]
         check_fits(
-            stored.tree if hasattr(stored, "tree") else stored, target, f"checkpoint {self.directory}/{step}",
+            stored.tree if hasattr(stored, "tree") else stored,
+            target,
+            f"checkpoint {self.directory}/{step}",
             wanting="this run's training state",
             hint="; was it written with another config, or by an older jaxdqn?",
         )
@@ -300,9 +308,7 @@ def complete_steps(directory: Path) -> list[int]:
     """Step folders (named by their env step) that hold every item, oldest first."""
     if not directory.is_dir():
         return []
-    return sorted(
-        int(p.name) for p in directory.iterdir() if p.name.isdigit() and all((p / item).is_dir() for item in ITEMS)
-    )
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and all((p / item).is_dir() for item in ITEMS))
 
 
 def resolve(path: str | Path) -> tuple[Path, int]:

@@ -230,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
         "JAX_PROCESS_ID, else the cluster manager (SLURM, Open MPI, Cloud TPU)",
     )
     p.add_argument("--coordinator-address", default=None, metavar="HOST:PORT", help="with --distributed: where process 0 listens")
-    p.add_argument("--num-processes", type=int, default=None, metavar="N", help="with --distributed: how many processes take part")
+    p.add_argument(
+        "--num-processes", type=int, default=None, metavar="N", help="with --distributed: how many processes take part"
+    )
     p.add_argument("--process-id", type=int, default=None, metavar="I", help="with --distributed: this process's id, 0 to N-1")
     p.add_argument(
         "--coordinator-timeout",
@@ -257,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         "0 = greedy, for gymnax tasks; atari.eval_epsilon, 0.05, for Atari)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the evaluation episodes (default: the run's seed)")
-    p.add_argument("--gif", type=Path, default=None, metavar="DIR", help="also write one GIF per task of a greedy episode into DIR")
+    p.add_argument(
+        "--gif", type=Path, default=None, metavar="DIR", help="also write one GIF per task of a greedy episode into DIR"
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -268,7 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dirs", nargs="+", help="run directories")
     p.add_argument("--output", "-o", type=Path, default=None, help="PNG path (default: FIRST_RUN_DIR/METRIC.png)")
-    p.add_argument("--metric", default="episode_return", help="column of metrics.csv to plot (default episode_return; e.g. eval_return, loss, q_mean)")
+    p.add_argument(
+        "--metric",
+        default="episode_return",
+        help="column of metrics.csv to plot (default episode_return; e.g. eval_return, loss, q_mean)",
+    )
     p.add_argument("--tasks", nargs="*", default=None, help="only these task labels (default: all, plus the mean)")
     p.set_defaults(func=cmd_plot)
 
@@ -330,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default=None, help="config name of the baseline runs (default: the scratch runs)")
     p.add_argument("--metric", default="eval_return", help="column of metrics.csv (default eval_return)")
     p.add_argument("--task", default="mean", help="task label to compare (default: mean over tasks)")
-    p.add_argument("--threshold", type=float, default=None, help="return for time-to-threshold (default: 90%% of the baseline's best)")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="return for time-to-threshold (default: 90%% of the baseline's best)"
+    )
     p.add_argument("--last", type=int, default=1, help="points averaged for asymptotic performance (default 1)")
     p.add_argument("--output", "-o", type=Path, default=None, help="PNG path (default: PARENT_OF_FIRST_RUN/compare.png)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown to this file")
@@ -348,8 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dirs", nargs="+", type=Path, help="run directories")
     p.add_argument("--reference", nargs="*", type=Path, default=None, help="runs to normalise by (e.g. independent training)")
-    p.add_argument("--normalise", choices=NORMALISATIONS, default="auto",
-                   help="auto: by --reference if given, human-normalised for Atari, else min-max over the runs given")
+    p.add_argument(
+        "--normalise",
+        choices=NORMALISATIONS,
+        default="auto",
+        help="auto: by --reference if given, human-normalised for Atari, else min-max over the runs given",
+    )
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--output", "-o", type=Path, default=None, help="folder for the report (default: PARENT_OF_FIRST_RUN/report)")
     p.set_defaults(func=cmd_report)

@@ -132,7 +132,10 @@ class DQNConfig(ScheduleConfig, ReplayConfig, OptimizerConfig):
     epsilon_decay_steps: int = _field(250_000, low=1, help="env steps per task of the linear decay")
     popart: bool = _field(False, help="PopArt: per-task normalisation of values, with outputs preserved when statistics change")
     popart_step_size: float = _field(
-        3e-4, low=0.0, high=1.0, low_open=True,
+        3e-4,
+        low=0.0,
+        high=1.0,
+        low_open=True,
         help="PopArt: each TD target moves its task's mean and second moment this far (rlax.art); batch_size * it must be <= 1",
     )
     popart_scale_lb: float = _field(1e-4, low=0.0, low_open=True, help="PopArt: lower bound of each task's sigma")
@@ -142,7 +145,9 @@ class DQNConfig(ScheduleConfig, ReplayConfig, OptimizerConfig):
 @dataclasses.dataclass(frozen=True)
 class MultitaskConfig:
     mode: str = _field("independent", choices=("independent", "hard", "soft"), help="how tasks share parameters")
-    hard_heads: str = _field("per_task", choices=("per_task", "shared"), help="hard sharing: one head per task, or one masked head")
+    hard_heads: str = _field(
+        "per_task", choices=("per_task", "shared"), help="hard sharing: one head per task, or one masked head"
+    )
     soft_lambda: float = _field(0.0, low=0.0, help="soft sharing: lambda in lambda*sum_{i!=j}||theta_i-theta_j||^2")
     soft_penalty_on: str = _field("all", choices=("all", "torso"), help="soft sharing: which parameters are pulled together")
     gradient_surgery: str = _field(
@@ -170,7 +175,9 @@ class WandbConfig:
 
     project: str = _field("", help="W&B project; empty: no W&B logging (wandb is then never imported)")
     entity: str = _field("", help="W&B entity (team or user; empty: your default)")
-    mode: str = _field("online", choices=("online", "offline"), help="offline: write the run locally, sync later with `wandb sync`")
+    mode: str = _field(
+        "online", choices=("online", "offline"), help="offline: write the run locally, sync later with `wandb sync`"
+    )
     tags: tuple[str, ...] = _field((), help="W&B tags of the run")
 
 
@@ -211,11 +218,15 @@ class AtariConfig:
     repeat_action_probability: float = _field(
         0.25, low=0.0, high=1.0, help="sticky actions: the emulator repeats the previous action with this probability"
     )
-    max_episode_steps: int = _field(27_000, low=1, help="episode cap in agent steps (27,000 = 108,000 frames); truncation bootstraps")
+    max_episode_steps: int = _field(
+        27_000, low=1, help="episode cap in agent steps (27,000 = 108,000 frames); truncation bootstraps"
+    )
     full_action_space: bool = _field(False, help="all 18 actions in every game (needed when tasks share one head)")
     episodic_life: bool = _field(True, help="training only: a lost life ends the episode for the TD target (no bootstrap)")
     reward_clip: bool = _field(True, help="training only: rewards clipped to their sign for the learner")
-    eval_epsilon: float = _field(0.05, low=0.0, high=1.0, help="exploration while evaluating Atari tasks (train.eval_epsilon is for the others)")
+    eval_epsilon: float = _field(
+        0.05, low=0.0, high=1.0, help="exploration while evaluating Atari tasks (train.eval_epsilon is for the others)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,9 +295,7 @@ def _build(cls, data: Any, prefix: str):
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"config key '{where}{unknown[0]}': unknown key; allowed keys here: {', '.join(fields)}"
-        )
+        raise ConfigError(f"config key '{where}{unknown[0]}': unknown key; allowed keys here: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
@@ -402,9 +411,7 @@ def check_train(t: TrainConfig) -> None:
     for key in ("log_every", "total_env_steps"):
         value = getattr(t, key)
         if value % t.num_envs:
-            raise ConfigError(
-                f"config key 'train.{key}': got {value}; allowed: a multiple of train.num_envs ({t.num_envs})"
-            )
+            raise ConfigError(f"config key 'train.{key}': got {value}; allowed: a multiple of train.num_envs ({t.num_envs})")
     for key in ("eval_every", "checkpoint_every"):
         value = getattr(t, key)
         if value % t.log_every:
@@ -506,7 +513,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         for i, part in enumerate(path[:-1]):
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"override {text!r}: {'.'.join(path[:i + 1])} is not an index of the list")
+                    raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not an index of the list")
                 node = node[int(part)]
             else:
                 if part == "tasks" and "tasks" not in node:
@@ -583,4 +590,3 @@ def describe_keys(cls=Config, prefix: str = "") -> list[str]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         lines.append(f"  {key} = {default!r}: {f.metadata.get('help', '')}")
     return lines
-

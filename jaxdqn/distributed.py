@@ -161,7 +161,9 @@ def _host_meeting(cluster: Cluster) -> None:
         else:
             server = socket.create_server(("", port))
     except OSError as err:
-        raise JaxdqnError(f"--distributed: process 0 cannot listen on port {port} of {cluster.coordinator_address} ({err.strerror})") from None
+        raise JaxdqnError(
+            f"--distributed: process 0 cannot listen on port {port} of {cluster.coordinator_address} ({err.strerror})"
+        ) from None
     arrived: dict[int, socket.socket] = {}
     try:
         while len(arrived) < cluster.num_processes - 1:

@@ -22,8 +22,18 @@ from jaxdqn import losses
 
 # One colour per MinAtar channel (RGB), cycled for games with more channels.
 PALETTE = np.array(
-    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]],
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+    ],
     np.uint8,
 )
 CELL = 16  # pixels per MinAtar cell
@@ -47,7 +57,9 @@ def _segment(image: np.ndarray, p: tuple[float, float], q: tuple[float, float], 
     steps = int(max(abs(q[0] - p[0]), abs(q[1] - p[1]))) + 1
     for t in np.linspace(0.0, 1.0, steps + 1):
         x, y = p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1])
-        image[max(0, int(y) - width // 2) : int(y) + width - width // 2, max(0, int(x) - width // 2) : int(x) + width - width // 2] = colour
+        image[
+            max(0, int(y) - width // 2) : int(y) + width - width // 2, max(0, int(x) - width // 2) : int(x) + width - width // 2
+        ] = colour
 
 
 def draw_cartpole(obs: np.ndarray) -> np.ndarray:
@@ -123,7 +135,9 @@ def drawer(env_id: str, frame_channels: int = 1):
         return draw_minatar
     if envpool_env.is_atari_id(env_id):
         return lambda obs: draw_atari(obs, frame_channels)
-    return {"CartPole-v1": draw_cartpole, "Acrobot-v1": draw_acrobot, "MountainCar-v0": draw_mountaincar}.get(env_id, draw_numbers)
+    return {"CartPole-v1": draw_cartpole, "Acrobot-v1": draw_acrobot, "MountainCar-v0": draw_mountaincar}.get(
+        env_id, draw_numbers
+    )
 
 
 def _own(obs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

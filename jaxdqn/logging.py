@@ -187,7 +187,9 @@ def start_wandb(run_dir: Path, settings):
     try:
         import wandb
     except ImportError:
-        raise JaxdqnError("train.wandb.project is set, but wandb is not installed; install the extra: pip install 'jaxdqn[wandb]'") from None
+        raise JaxdqnError(
+            "train.wandb.project is set, but wandb is not installed; install the extra: pip install 'jaxdqn[wandb]'"
+        ) from None
     import yaml
 
     id_file = run_dir / "wandb_id.txt"

@@ -140,7 +140,9 @@ def run(job: Job, run_dir: Path, resume: bool = False):
             elapsed = time.perf_counter() - started
             env_steps = int(state.env_steps)
             labels = system.tasks.labels
-            check_finite(state.params, system.learner.param_axes(state.params), metrics, labels, env_steps)  # before anything is written
+            check_finite(
+                state.params, system.learner.param_axes(state.params), metrics, labels, env_steps
+            )  # before anything is written
             finished = env_steps >= t.total_env_steps
             evaluation = None
             if finished or (t.eval_every and env_steps % t.eval_every == 0):
@@ -152,7 +154,12 @@ def run(job: Job, run_dir: Path, resume: bool = False):
             steps_per_sec = (env_steps - before) * system.num_tasks / elapsed
             if writer is not None:
                 writer.write(
-                    {"env_steps": env_steps, "updates": int(state.updates), "steps_per_sec": steps_per_sec, "wall_time": time.time()},
+                    {
+                        "env_steps": env_steps,
+                        "updates": int(state.updates),
+                        "steps_per_sec": steps_per_sec,
+                        "wall_time": time.time(),
+                    },
                     per_task,
                 )
             bar.set_postfix({"steps/s": f"{steps_per_sec:,.0f}", **job.postfix(per_task, last_eval)}, refresh=False)

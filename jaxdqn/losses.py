@@ -307,12 +307,10 @@ def batched_q_learning(
     chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t], [2, 1, 1, 1, 2])
 
     def one(q_tm1_, a_tm1_, r_t_, discount_t_, q_t_, mask_):
-        return q_learning(q_tm1_, a_tm1_, r_t_, discount_t_, q_t_, mask_,
-                          stop_target_gradients)
+        return q_learning(q_tm1_, a_tm1_, r_t_, discount_t_, q_t_, mask_, stop_target_gradients)
 
     in_axes = (0, 0, 0, 0, 0, _mask_axis(action_mask_t))
-    return jax.vmap(one, in_axes=in_axes)(
-        q_tm1, a_tm1, r_t, discount_t, q_t, action_mask_t)
+    return jax.vmap(one, in_axes=in_axes)(q_tm1, a_tm1, r_t, discount_t, q_t, action_mask_t)
 
 
 def batched_double_q_learning(
@@ -331,16 +329,13 @@ def batched_double_q_learning(
     ``a_tm1, r_t, discount_t: [B]``; ``action_mask_t``: ``[B, A]``, a shared
     ``[A]``, or ``None``. Returns TD errors of shape ``[B]``.
     """
-    chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t_value, q_t_selector],
-                     [2, 1, 1, 1, 2, 2])
+    chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t_value, q_t_selector], [2, 1, 1, 1, 2, 2])
 
     def one(q_tm1_, a_tm1_, r_t_, discount_t_, q_v_, q_s_, mask_):
-        return double_q_learning(q_tm1_, a_tm1_, r_t_, discount_t_, q_v_, q_s_,
-                                 mask_, stop_target_gradients)
+        return double_q_learning(q_tm1_, a_tm1_, r_t_, discount_t_, q_v_, q_s_, mask_, stop_target_gradients)
 
     in_axes = (0, 0, 0, 0, 0, 0, _mask_axis(action_mask_t))
-    return jax.vmap(one, in_axes=in_axes)(
-        q_tm1, a_tm1, r_t, discount_t, q_t_value, q_t_selector, action_mask_t)
+    return jax.vmap(one, in_axes=in_axes)(q_tm1, a_tm1, r_t, discount_t, q_t_value, q_t_selector, action_mask_t)
 
 
 # --------------------------------------------------------------------------
@@ -388,9 +383,7 @@ def td_loss(td_errors: Array, kind: str = "huber", delta: float = 1.0) -> Array:
       ValueError: if ``kind`` is not one of the allowed values.
     """
     if kind not in _TD_LOSS_KINDS:
-        raise ValueError(
-            f"td_loss kind must be one of {', '.join(map(repr, _TD_LOSS_KINDS))};"
-            f" got {kind!r}")
+        raise ValueError(f"td_loss kind must be one of {', '.join(map(repr, _TD_LOSS_KINDS))}; got {kind!r}")
     chex.assert_type(td_errors, float)
     if kind == "huber":
         per_example = huber_loss(td_errors, delta)
@@ -466,8 +459,7 @@ def hl_gauss_loss(
 # --------------------------------------------------------------------------
 
 
-def _check_distill_inputs(q_student: Array, q_teacher: Array,
-                          action_mask: Optional[Array]) -> None:
+def _check_distill_inputs(q_student: Array, q_teacher: Array, action_mask: Optional[Array]) -> None:
     chex.assert_rank([q_student, q_teacher], [1, 1])
     chex.assert_type([q_student, q_teacher], [float, float])
     chex.assert_equal_shape([q_student, q_teacher])
@@ -584,13 +576,13 @@ _KEY_PATTERN = re.compile(
     r"\['((?:[^'\\]|\\.)*)'\]"
     r'|\["((?:[^"\\]|\\.)*)"\]'
     r"|\.([A-Za-z_][A-Za-z0-9_]*)"
-    r"|\[(-?\d+)\]")
+    r"|\[(-?\d+)\]"
+)
 
 
 def _path_keys(path_str: str) -> list[str]:
     """Splits a ``keystr`` path into its key names, e.g. ``['a'][0]`` -> a, 0."""
-    return [next(g for g in m.groups() if g is not None)
-            for m in _KEY_PATTERN.finditer(path_str)]
+    return [next(g for g in m.groups() if g is not None) for m in _KEY_PATTERN.finditer(path_str)]
 
 
 def path_contains(*names: str) -> LeafFilter:
@@ -653,7 +645,8 @@ def soft_sharing_penalty(
     leaves_with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
     if mask is not None:
         selected = jax.tree_util.tree_leaves(
-            jax.tree_util.tree_map(lambda m, sub: jax.tree_util.tree_map(lambda _: bool(m), sub), mask, params))
+            jax.tree_util.tree_map(lambda m, sub: jax.tree_util.tree_map(lambda _: bool(m), sub), mask, params)
+        )
         leaves_with_paths = [lp for lp, keep in zip(leaves_with_paths, selected) if keep]
     total = jnp.zeros((), dtype=jnp.float32)
     num_tasks = None
@@ -663,15 +656,14 @@ def soft_sharing_penalty(
             continue
         leaf = jnp.asarray(leaf)
         if leaf.ndim < 1:
-            raise ValueError(
-                f"soft_sharing_penalty: leaf {path_str} is a scalar; selected "
-                "leaves need a leading task axis")
+            raise ValueError(f"soft_sharing_penalty: leaf {path_str} is a scalar; selected leaves need a leading task axis")
         if num_tasks is None:
             num_tasks = leaf.shape[0]
         elif leaf.shape[0] != num_tasks:
             raise ValueError(
                 f"soft_sharing_penalty: leaf {path_str} has {leaf.shape[0]} "
-                f"tasks on its leading axis, other leaves have {num_tasks}")
+                f"tasks on its leading axis, other leaves have {num_tasks}"
+            )
         # Accumulate in at least float32 (bf16/fp16 params lose too much).
         leaf = leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))
         centred = leaf - jnp.mean(leaf, axis=0, keepdims=True)

@@ -60,9 +60,7 @@ class PatchConv(nn.Module):
         # One strided slice per kernel offset; concatenated in (i, j, c) order,
         # which is the row order of the kernel reshaped to [kh * kw * C, F].
         windows = [
-            x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw, :]
-            for i in range(kh)
-            for j in range(kw)
+            x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw, :] for i in range(kh) for j in range(kw)
         ]
         patches = jnp.concatenate(windows, axis=-1)
         return patches @ kernel.reshape(kh * kw * channels, self.features) + bias

@@ -29,7 +29,7 @@ def plot_runs(run_dirs, output: Path | None = None, metric: str = "episode_retur
         for r in rows:
             if r["task"] not in labels:
                 labels.append(r["task"])
-    task_labels = [l for l in labels if l != MEAN_TASK]
+    task_labels = [label for label in labels if label != MEAN_TASK]
     panels = tasks if tasks else (task_labels + [MEAN_TASK] if len(task_labels) > 1 else task_labels)
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
@@ -43,7 +43,7 @@ def plot_runs(run_dirs, output: Path | None = None, metric: str = "episode_retur
         ax.set_xlabel("env steps per task")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()

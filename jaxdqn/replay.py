@@ -36,9 +36,7 @@ class ReplayState(NamedTuple):
 
 def init(example: Transition, capacity: int) -> ReplayState:
     """Empty buffer whose slots have the shapes and dtypes of one ``example``."""
-    storage = jax.tree_util.tree_map(
-        lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype), example
-    )
+    storage = jax.tree_util.tree_map(lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype), example)
     return ReplayState(storage, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 

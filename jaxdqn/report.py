@@ -88,9 +88,7 @@ def iqm_interval(scores: Mapping[str, np.ndarray], reps: int = 2000, seed: int =
     (``[runs, tasks]``, normalised) with a 95% stratified-bootstrap interval (rliable)."""
     library, metrics = _rliable()
     np.random.seed(seed)  # rliable draws its bootstrap from numpy's global generator
-    points, intervals = library.get_interval_estimates(
-        dict(scores), lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps
-    )
+    points, intervals = library.get_interval_estimates(dict(scores), lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
     return {k: (float(points[k][0]), float(intervals[k][0, 0]), float(intervals[k][1, 0])) for k in scores}
 
 
@@ -185,15 +183,20 @@ def normalise_scores(
         missing = [t for t in tasks if not atari.has_reference(t)]
         if missing:
             raise ConfigError(f"--normalise human: no human reference score for {', '.join(missing)} (Atari games only)")
-        out = {g: np.vectorize(lambda s, t: atari.human_normalized_score(t, s))(x, np.array(tasks)[None, :]) for g, x in scores.items()}
+        out = {
+            g: np.vectorize(lambda s, t: atari.human_normalized_score(t, s))(x, np.array(tasks)[None, :])
+            for g, x in scores.items()
+        }
         return out, "human-normalised: (score - random) / (human - random)"
     if how == "reference":
         if reference is None:
             raise ConfigError("--normalise reference needs --reference RUN_DIR ... (the runs to divide by)")
         base = np.nanmean(reference, axis=0)
         if np.any(base <= 0):
-            raise ConfigError(f"--normalise reference: the reference's mean final return is not positive on "
-                              f"{', '.join(t for t, b in zip(tasks, base) if b <= 0)}; use --normalise minmax")
+            raise ConfigError(
+                f"--normalise reference: the reference's mean final return is not positive on "
+                f"{', '.join(t for t, b in zip(tasks, base) if b <= 0)}; use --normalise minmax"
+            )
         return {g: x / base for g, x in scores.items()}, "divided by the reference runs' mean final return per task"
     if how == "minmax":
         every = np.concatenate([x for x in scores.values()] + ([reference] if reference is not None else []))
@@ -211,12 +214,20 @@ def aggregate_intervals(scores: Mapping[str, np.ndarray], reps: int = 2000, seed
     names = ("IQM", "mean", "median", "optimality gap")
 
     def aggregate(x):
-        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x), metrics.aggregate_median(x),
-                         metrics.aggregate_optimality_gap(x)])
+        return np.array(
+            [
+                metrics.aggregate_iqm(x),
+                metrics.aggregate_mean(x),
+                metrics.aggregate_median(x),
+                metrics.aggregate_optimality_gap(x),
+            ]
+        )
 
     points, intervals = library.get_interval_estimates(dict(scores), aggregate, reps=reps)
-    return {g: {n: (float(points[g][i]), float(intervals[g][0, i]), float(intervals[g][1, i])) for i, n in enumerate(names)}
-            for g in scores}
+    return {
+        g: {n: (float(points[g][i]), float(intervals[g][0, i]), float(intervals[g][1, i])) for i, n in enumerate(names)}
+        for g in scores
+    }
 
 
 def task_intervals(scores: Mapping[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, list[tuple]]:
@@ -270,14 +281,26 @@ def write_report(
     per_task = task_intervals(raw, reps)
     overall = aggregate_intervals(scores, reps)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["# Report", "", f"Runs: {', '.join(f'{g} ({len(r)})' for g, r in groups.items())}.", "",
-             "Final greedy return per task: mean over runs [95% bootstrap interval].", "",
-             "| task | " + " | ".join(groups) + " |", "| --- |" + " ---: |" * len(groups)]
+    lines = [
+        "# Report",
+        "",
+        f"Runs: {', '.join(f'{g} ({len(r)})' for g, r in groups.items())}.",
+        "",
+        "Final greedy return per task: mean over runs [95% bootstrap interval].",
+        "",
+        "| task | " + " | ".join(groups) + " |",
+        "| --- |" + " ---: |" * len(groups),
+    ]
     for i, task in enumerate(tasks):
         cells = [f"{per_task[g][i][0]:.2f} [{per_task[g][i][1]:.2f}, {per_task[g][i][2]:.2f}]" for g in groups]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
-    lines += ["", f"Over tasks and runs, scores {how_text}; 95% stratified-bootstrap intervals (rliable, {reps} resamples):", "",
-              "| group | IQM | mean | median | optimality gap |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        f"Over tasks and runs, scores {how_text}; 95% stratified-bootstrap intervals (rliable, {reps} resamples):",
+        "",
+        "| group | IQM | mean | median | optimality gap |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for g, m in overall.items():
         lines.append(f"| {g} | " + " | ".join(f"{p:.3f} [{lo:.3f}, {hi:.3f}]" for p, lo, hi in m.values()) + " |")
     lines += ["", "![curves](curves.png)", "", "![performance profiles](profiles.png)"]

@@ -76,9 +76,7 @@ def state_shardings(state: Any, mesh: Mesh, labels: Any) -> Any:
     task axis; everything else (shared parameters and their optimizer moments,
     scalars) is replicated."""
     split = mesh.shape["task"] > 1
-    return jax.tree_util.tree_map(
-        lambda label: NamedSharding(mesh, P("task") if split and label == TASK else P()), labels
-    )
+    return jax.tree_util.tree_map(lambda label: NamedSharding(mesh, P("task") if split and label == TASK else P()), labels)
 
 
 def place_state(state: Any, mesh: Mesh | None, labels: Any) -> Any:

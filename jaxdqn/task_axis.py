@@ -77,9 +77,7 @@ class TaskAxis:
     # -- moving between layouts ----------------------------------------------
 
     def _map(self, params: Params, on_task, on_shared) -> Params:
-        return jax.tree_util.tree_map(
-            lambda label, x: on_task(x) if label == TASK else on_shared(x), self.labels(params), params
-        )
+        return jax.tree_util.tree_map(lambda label, x: on_task(x) if label == TASK else on_shared(x), self.labels(params), params)
 
     def task_slice(self, params: Params, i: int) -> Params:
         """Task ``i``'s parameters without a task axis (shared parts as they are)."""
@@ -92,9 +90,7 @@ class TaskAxis:
     def broadcast(self, one_task: Params, like: Params) -> Params:
         """One task's parameters put into every task's slot of ``like`` (same dtypes)."""
         return jax.tree_util.tree_map(
-            lambda label, s, f: jnp.broadcast_to(jnp.asarray(s, f.dtype), f.shape)
-            if label == TASK
-            else jnp.asarray(s, f.dtype),
+            lambda label, s, f: jnp.broadcast_to(jnp.asarray(s, f.dtype), f.shape) if label == TASK else jnp.asarray(s, f.dtype),
             self.labels(like),
             one_task,
             like,
@@ -124,9 +120,7 @@ class TaskAxis:
                 return jax.tree_util.tree_structure(x) == params_def and not _is_array(x)
 
             other = TASK if per_task_optimizer else SHARED
-            return jax.tree_util.tree_map(
-                lambda x: params_labels if is_params(x) else other, opt_state, is_leaf=is_params
-            )
+            return jax.tree_util.tree_map(lambda x: params_labels if is_params(x) else other, opt_state, is_leaf=is_params)
 
         out = {}
         for name, value in state._asdict().items():
@@ -138,9 +132,7 @@ class TaskAxis:
                 out[name] = jax.tree_util.tree_map(lambda x: TASK if getattr(x, "ndim", 0) >= 1 else SHARED, value)
         labels = type(state)(**out)
         # flatten to the state's own leaves (params-label subtrees expand in place)
-        return jax.tree_util.tree_unflatten(
-            jax.tree_util.tree_structure(state), jax.tree_util.tree_leaves(labels)
-        )
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state), jax.tree_util.tree_leaves(labels))
 
 
 def _path_keys(path) -> tuple[str, ...]:

@@ -13,14 +13,14 @@ import pytest
 
 envpool = pytest.importorskip("envpool")
 
-from jaxdqn import atari, config  # noqa: E402
-from jaxdqn.envs import TaskSet, TaskSpec, known_env_ids  # noqa: E402
-from jaxdqn.envs.envpool_env import AtariGroup, AtariOptions, RawStep, to_step  # noqa: E402
-from jaxdqn.errors import ConfigError  # noqa: E402
-from jaxdqn.pixel_replay import PixelReplay  # noqa: E402
-from jaxdqn.replay import Transition  # noqa: E402
+from jaxdqn import atari, config  # noqa: E402 - envpool must be importable first (importorskip above)
+from jaxdqn.envs import TaskSet, TaskSpec, known_env_ids  # noqa: E402 - envpool must be importable first (importorskip above)
+from jaxdqn.envs.envpool_env import AtariGroup, AtariOptions, RawStep, to_step  # noqa: E402 - envpool must be importable first (importorskip above)
+from jaxdqn.errors import ConfigError  # noqa: E402 - envpool must be importable first (importorskip above)
+from jaxdqn.pixel_replay import PixelReplay  # noqa: E402 - envpool must be importable first (importorskip above)
+from jaxdqn.replay import Transition  # noqa: E402 - envpool must be importable first (importorskip above)
 
-from conftest import REPO_ROOT  # noqa: E402
+from conftest import REPO_ROOT  # noqa: E402 - envpool must be importable first (importorskip above)
 
 PONG_CONFIG = REPO_ROOT / "configs" / "atari_pong_dqn.yaml"
 
@@ -48,8 +48,12 @@ SMOKE = [
 
 
 def _raw(reward=0.0, game_over=False, trunc=False, lives=3):
-    a = lambda v, d: np.asarray([v], d)  # noqa: E731
-    return RawStep(np.zeros((1, 4, 2, 2), np.uint8), a(reward, np.float32), a(game_over, bool), a(trunc, bool), a(lives, np.int32))
+    def a(v, d):
+        return np.asarray([v], d)
+
+    return RawStep(
+        np.zeros((1, 4, 2, 2), np.uint8), a(reward, np.float32), a(game_over, bool), a(trunc, bool), a(lives, np.int32)
+    )
 
 
 def _run(options, raws, lives=3):
@@ -106,7 +110,10 @@ def test_pixel_replay_returns_exactly_the_stacks_envpool_produced():
         actions = rng.integers(0, group.num_actions, (1, 2)).astype(np.int32)
         group.host_send(actions)
         env_state, step = group.from_raw(env_state, group.host_recv())
-        state = add(state, buffer.batch_from_step(jnp.asarray(seen[-1]), jnp.asarray(actions[0]), jax.tree_util.tree_map(lambda x: x[0], step)))
+        state = add(
+            state,
+            buffer.batch_from_step(jnp.asarray(seen[-1]), jnp.asarray(actions[0]), jax.tree_util.tree_map(lambda x: x[0], step)),
+        )
         seen.append(np.asarray(step.obs[0]))
         flags.append(jax.tree_util.tree_map(lambda x: np.asarray(x[0]), step))
     group.close()
@@ -171,11 +178,23 @@ def test_shipped_atari_configs_load_and_name_a_cpu_smoke_run(name):
 def test_policy_distillation_games_share_a_head_only_with_the_full_action_space():
     cfg = config.load(REPO_ROOT / "configs" / "atari10_multitask_hard.yaml")
     assert [t.env_id.split("-")[0] for t in cfg.tasks] == [
-        "BeamRider", "Breakout", "Enduro", "Freeway", "MsPacman", "Pong", "Qbert", "Riverraid", "Seaquest", "SpaceInvaders"
+        "BeamRider",
+        "Breakout",
+        "Enduro",
+        "Freeway",
+        "MsPacman",
+        "Pong",
+        "Qbert",
+        "Riverraid",
+        "Seaquest",
+        "SpaceInvaders",
     ]
     assert cfg.atari.full_action_space
     with pytest.raises(ConfigError, match="atari.full_action_space"):
-        config.load(REPO_ROOT / "configs" / "atari10_multitask_hard.yaml", ["atari.full_action_space=false", "multitask.hard_heads=shared"])
+        config.load(
+            REPO_ROOT / "configs" / "atari10_multitask_hard.yaml",
+            ["atari.full_action_space=false", "multitask.hard_heads=shared"],
+        )
 
 
 # --------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def test_evaluate_prints_a_mean(trained, capsys):
     assert cli.main(["evaluate", str(trained["run_dir"]), "--episodes", "3"]) == 0
     out = capsys.readouterr().out
     assert "env step 2000" in out
-    header = [l for l in out.splitlines() if l.startswith("task")]
+    header = [line for line in out.splitlines() if line.startswith("task")]
     assert header and header[0].split() == ["task", "mean", "std", "episodes"]
     means = _summary_means(out)
     assert set(means) == {"CartPole-v1"}

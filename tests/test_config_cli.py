@@ -40,8 +40,14 @@ def test_defaults_and_round_trip():
 
 
 def test_load_reads_the_file(write_config):
-    path = write_config({"seed": 4, "tasks": [{"env_id": "Breakout-MinAtar", "env_params": {"max_steps_in_episode": 99}}],
-                         "network": {"torso": "mlp", "hidden_sizes": [32]}, "dqn": {"learning_rate": 0.001}})
+    path = write_config(
+        {
+            "seed": 4,
+            "tasks": [{"env_id": "Breakout-MinAtar", "env_params": {"max_steps_in_episode": 99}}],
+            "network": {"torso": "mlp", "hidden_sizes": [32]},
+            "dqn": {"learning_rate": 0.001},
+        }
+    )
     cfg = config.load(path)
     assert cfg.seed == 4
     assert cfg.tasks[0].env_id == "Breakout-MinAtar"
@@ -53,8 +59,9 @@ def test_load_reads_the_file(write_config):
 def test_minatar_cnn_widths_reach_the_network_spec():
     from jaxdqn.agents.build import network_spec
 
-    cfg = config.from_dict({"tasks": [{"env_id": "Breakout-MinAtar"}],
-                            "network": {"torso": "minatar_cnn", "cnn_channels": 8, "cnn_hidden": 64}})
+    cfg = config.from_dict(
+        {"tasks": [{"env_id": "Breakout-MinAtar"}], "network": {"torso": "minatar_cnn", "cnn_channels": 8, "cnn_hidden": 64}}
+    )
     spec = network_spec(cfg)
     assert (spec.cnn_channels, spec.cnn_hidden) == (8, 64)
     assert config.from_dict(yaml.safe_load(config.dump(cfg))) == cfg
@@ -90,7 +97,10 @@ def test_int_is_accepted_where_a_float_is_expected():
         ({"network": {"torso": "resnet"}}, ["'network.torso'", "'resnet'", "'mlp'", "'minatar_cnn'", "'nature_cnn'"]),
         ({"multitask": {"mode": "shared"}}, ["'multitask.mode'", "'shared'", "'independent'", "'hard'", "'soft'"]),
         # unknown environment
-        ({"tasks": [{"env_id": "CartPole-v1"}, {"env_id": "Pong-v5"}]}, ["'tasks[1].env_id'", "'Pong-v5'", "CartPole-v1", "Breakout-MinAtar"]),
+        (
+            {"tasks": [{"env_id": "CartPole-v1"}, {"env_id": "Pong-v5"}]},
+            ["'tasks[1].env_id'", "'Pong-v5'", "CartPole-v1", "Breakout-MinAtar"],
+        ),
         # consistency between keys
         ({"train": {"num_envs": 3}}, ["'train.log_every'", "multiple of train.num_envs (3)"]),
         ({"dqn": {"epsilon_start": 0.1, "epsilon_end": 0.5}}, ["'dqn.epsilon_end'", "0.5", "epsilon_start (0.1)"]),
@@ -98,7 +108,10 @@ def test_int_is_accepted_where_a_float_is_expected():
         ({"tasks": []}, ["'tasks'", "empty"]),
         # the MinAtar CNN's widths: only on that torso, and positive
         ({"network": {"cnn_channels": 8}}, ["'network.cnn_channels'", "got 8", "'mlp'", "only with network.torso 'minatar_cnn'"]),
-        ({"network": {"torso": "nature_cnn", "cnn_hidden": 64}}, ["'network.cnn_hidden'", "got 64", "'nature_cnn'", "'minatar_cnn'"]),
+        (
+            {"network": {"torso": "nature_cnn", "cnn_hidden": 64}},
+            ["'network.cnn_hidden'", "got 64", "'nature_cnn'", "'minatar_cnn'"],
+        ),
         ({"network": {"torso": "minatar_cnn", "cnn_channels": 0}}, ["'network.cnn_channels'", "got 0", "an integer >= 1"]),
     ],
 )
@@ -113,9 +126,17 @@ def test_bad_values_name_key_value_and_allowed(data, pieces):
 
 def test_overrides_apply(write_config):
     path = write_config(BASE)
-    cfg = config.load(path, ["dqn.gamma=0.9", "tasks.0.env_id=Breakout-MinAtar", "seed=3",
-                             "network.hidden_sizes=[7, 5]", "train.tensorboard=false",
-                             "tasks.0.env_params={max_steps_in_episode: 20}"])
+    cfg = config.load(
+        path,
+        [
+            "dqn.gamma=0.9",
+            "tasks.0.env_id=Breakout-MinAtar",
+            "seed=3",
+            "network.hidden_sizes=[7, 5]",
+            "train.tensorboard=false",
+            "tasks.0.env_params={max_steps_in_episode: 20}",
+        ],
+    )
     assert cfg.dqn.gamma == 0.9
     assert cfg.tasks[0].env_id == "Breakout-MinAtar"
     assert cfg.tasks[0].env_params == {"max_steps_in_episode": 20}
@@ -170,7 +191,11 @@ def test_describe_keys_lists_every_leaf_key():
     for section in ("network", "dqn", "multitask", "train"):
         cls = type(getattr(config.Config(), section))
         for f in dataclasses.fields(cls):
-            assert f"  {section}.{f.name} = " in lines
+            if dataclasses.is_dataclass(f.default):  # a nested section lists its own keys
+                for sub in dataclasses.fields(f.default):
+                    assert f"  {section}.{f.name}.{sub.name} = " in lines
+            else:
+                assert f"  {section}.{f.name} = " in lines
     for f in dataclasses.fields(config.TaskConfig):
         assert f"  tasks.N.{f.name} = " in lines
     assert "  dqn.gamma = 0.99: discount" in lines
@@ -333,7 +358,10 @@ def test_cli_unknown_env_param_leaves_no_run_dir(write_config, tmp_path, capsys)
     "data, key",
     [
         ({"tasks": [{"env_id": "CartPole-v1", "weight": 2.0}]}, "tasks[0].weight"),
-        ({"network": {"torso": "minatar_cnn", "hidden_sizes": [32]}, "tasks": [{"env_id": "Breakout-MinAtar"}]}, "network.hidden_sizes"),
+        (
+            {"network": {"torso": "minatar_cnn", "hidden_sizes": [32]}, "tasks": [{"env_id": "Breakout-MinAtar"}]},
+            "network.hidden_sizes",
+        ),
         ({"multitask": {"mode": "hard", "soft_lambda": 0.1}}, "multitask.soft_lambda"),
         ({"multitask": {"soft_penalty_on": "torso"}}, "multitask.soft_penalty_on"),
         ({"multitask": {"mode": "soft", "hard_heads": "shared"}}, "multitask.hard_heads"),

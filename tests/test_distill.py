@@ -224,8 +224,16 @@ INDEPENDENT = {
     "multitask": {"mode": "independent"},
     "network": {"hidden_sizes": [8]},
     "dqn": {"batch_size": 8, "replay_capacity": 200, "learning_starts": 40, "update_every": 10},
-    "train": {"total_env_steps": 100, "num_envs": 10, "log_every": 100, "eval_every": 0, "eval_episodes": 1,
-              "checkpoint_every": 0, "tensorboard": False, "progress": False},
+    "train": {
+        "total_env_steps": 100,
+        "num_envs": 10,
+        "log_every": 100,
+        "eval_every": 0,
+        "eval_episodes": 1,
+        "checkpoint_every": 0,
+        "tensorboard": False,
+        "progress": False,
+    },
 }
 
 
@@ -293,7 +301,9 @@ def test_one_task_of_an_independent_checkpoint_teaches_a_single_game_student(ind
     obs = jax.random.normal(jax.random.PRNGKey(2), (1, 5, 4))
     padded = jnp.pad(obs, ((0, 0), (0, 0), (0, 2)))  # the teacher was trained on observations padded to Acrobot's 6
     q_teacher = distiller.teachers.q_values(None, obs)
-    np.testing.assert_allclose(q_teacher[0], src.learner.q_values(src.params, jnp.concatenate([padded, padded]))[0][:, :2], rtol=1e-6)
+    np.testing.assert_allclose(
+        q_teacher[0], src.learner.q_values(src.params, jnp.concatenate([padded, padded]))[0][:, :2], rtol=1e-6
+    )
 
 
 def test_student_cnn_widths_are_checked_in_distill_configs(independent_run):

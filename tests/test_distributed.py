@@ -44,7 +44,9 @@ TIMEOUT_S = 240  # a hung process fails the test instead of hanging CI
 TINY = {
     "name": "two_hosts",
     "seed": 1,
-    "tasks": [{"env_id": "CartPole-v1", "name": f"pole-{l}", "env_params": {"length": l}} for l in (0.5, 0.6, 0.8, 1.0)],
+    "tasks": [
+        {"env_id": "CartPole-v1", "name": f"pole-{length}", "env_params": {"length": length}} for length in (0.5, 0.6, 0.8, 1.0)
+    ],
     "network": {"hidden_sizes": [16, 16]},
     "dqn": {"learning_starts": 100, "batch_size": 16, "replay_capacity": 500, "target_update_period": 50},
     "train": {
@@ -125,7 +127,7 @@ def cut_after_first_checkpoint(run_dir: Path, cut: Path, step: int) -> None:
     shutil.copy(run_dir / "config.yaml", cut / "config.yaml")
     shutil.copytree(run_dir / "checkpoints" / str(step), cut / "checkpoints" / str(step))
     lines = (run_dir / "metrics.csv").read_text().splitlines(keepends=True)
-    (cut / "metrics.csv").write_text("".join([lines[0]] + [l for l in lines[1:] if int(l.split(",")[0]) <= step]))
+    (cut / "metrics.csv").write_text("".join([lines[0]] + [row for row in lines[1:] if int(row.split(",")[0]) <= step]))
 
 
 def restored(run_dir: Path):
@@ -134,7 +136,10 @@ def restored(run_dir: Path):
 
 
 def max_abs_diff(a, b) -> float:
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    return max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +150,9 @@ def runs(tmp_path_factory):
     # one process with 4 devices, every mode, while the two-process runs go
     reference = subprocess.Popen(
         [sys.executable, "-c", REFERENCE, str(config_path), str(root), json.dumps(MODES)],
-        env=child_env(4), stderr=subprocess.PIPE, text=True,
+        env=child_env(4),
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         result = {}
@@ -190,7 +197,9 @@ def test_process_zero_alone_writes_each_metrics_row_once(runs, mode):
     for row in rows:
         ref = reference[int(row["env_steps"]), row["task"]]
         for column in ("episode_return", "episodes", "loss", "q_mean", "eval_return"):
-            assert math.isclose(row[column], ref[column], rel_tol=1e-4, abs_tol=1e-5) or (math.isnan(row[column]) and math.isnan(ref[column]))
+            assert math.isclose(row[column], ref[column], rel_tol=1e-4, abs_tol=1e-5) or (
+                math.isnan(row[column]) and math.isnan(ref[column])
+            )
     assert not math.isnan(rows[-1]["eval_return"])  # evaluated at the end, all tasks gathered
     assert len(list((run.dir / "tensorboard").iterdir())) == 1  # one events file, process 0's
     assert [("run finished" in out) for out in run.stdout] == [True, False]
@@ -230,7 +239,9 @@ def test_flags_come_before_environment_variables():
 
 def test_unset_values_come_from_the_cluster_manager(monkeypatch):
     # SLURM as srun presents it to the sixth of 8 processes; JAX's detection reads these
-    for name, value in dict(SLURM_JOB_ID="12345", SLURM_STEP_NODELIST="node[01-02]", SLURM_NTASKS="8", SLURM_PROCID="5", SLURM_LOCALID="1").items():
+    for name, value in dict(
+        SLURM_JOB_ID="12345", SLURM_STEP_NODELIST="node[01-02]", SLURM_NTASKS="8", SLURM_PROCID="5", SLURM_LOCALID="1"
+    ).items():
         monkeypatch.setenv(name, value)
     cluster = distributed.resolve(environ={})
     assert cluster.coordinator_address.startswith("node01:") and (cluster.num_processes, cluster.process_id) == (8, 5)
@@ -241,8 +252,14 @@ def test_unset_values_come_from_the_cluster_manager(monkeypatch):
     "settings, message",
     [
         ({}, "no coordinator address; pass --coordinator-address or set JAX_COORDINATOR_ADDRESS"),
-        ({"JAX_COORDINATOR_ADDRESS": "head:1", "JAX_NUM_PROCESSES": "2"}, "no process id; pass --process-id or set JAX_PROCESS_ID"),
-        ({"JAX_COORDINATOR_ADDRESS": "head:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, "process id is 2; allowed: 0 to 1"),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "head:1", "JAX_NUM_PROCESSES": "2"},
+            "no process id; pass --process-id or set JAX_PROCESS_ID",
+        ),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "head:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"},
+            "process id is 2; allowed: 0 to 1",
+        ),
         ({"JAX_COORDINATOR_ADDRESS": "head", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}, "allowed: HOST:PORT"),
         ({"JAX_COORDINATOR_ADDRESS": "head:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"}, "JAX_NUM_PROCESSES is 'two'"),
     ],
@@ -268,8 +285,26 @@ def test_the_coordinator_gives_up_naming_the_missing_processes():
 
 def test_cli_reports_an_unreachable_coordinator_in_one_line(tmp_path, subprocess_env):
     address = f"localhost:{free_port()}"
-    command = [sys.executable, "-m", "jaxdqn.cli", "train", str(REPO_ROOT / "configs/cartpole_dqn.yaml"), "--run-dir", str(tmp_path / "run")]
-    command += ["--distributed", "--coordinator-address", address, "--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "jaxdqn.cli",
+        "train",
+        str(REPO_ROOT / "configs/cartpole_dqn.yaml"),
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
+    command += [
+        "--distributed",
+        "--coordinator-address",
+        address,
+        "--num-processes",
+        "2",
+        "--process-id",
+        "1",
+        "--coordinator-timeout",
+        "1",
+    ]
     proc = subprocess.run(command, env=subprocess_env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

@@ -83,9 +83,7 @@ def test_action_mask_with_classic_control():
 
 
 def test_consecutive_same_env_tasks_form_one_group():
-    tasks = TaskSet(
-        [TaskSpec("CartPole-v1", {"length": 0.5}), TaskSpec("CartPole-v1", {"length": 1.0})], num_envs=2
-    )
+    tasks = TaskSet([TaskSpec("CartPole-v1", {"length": 0.5}), TaskSpec("CartPole-v1", {"length": 1.0})], num_envs=2)
     assert len(tasks.groups) == 1
     group, sl = tasks.groups[0]
     assert (sl.start, sl.stop) == (0, 2)
@@ -113,9 +111,7 @@ def test_non_consecutive_tasks_form_separate_groups():
 
 def test_group_tasks_have_their_own_dynamics():
     """Same keys and actions, different pole lengths -> different trajectories."""
-    tasks = TaskSet(
-        [TaskSpec("CartPole-v1", {"length": 0.5}), TaskSpec("CartPole-v1", {"length": 1.0})], num_envs=2
-    )
+    tasks = TaskSet([TaskSpec("CartPole-v1", {"length": 0.5}), TaskSpec("CartPole-v1", {"length": 1.0})], num_envs=2)
     key = jax.random.PRNGKey(7)
     keys = jnp.stack([key, key])
     states, obs = tasks.reset(keys)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-import pytest
 from PIL import Image
 
 from jaxdqn import config
@@ -61,7 +60,12 @@ def test_minatar_channels_are_drawn_in_their_colours():
 def test_evaluate_gif_flag_writes_one_gif_per_task(tmp_path, capsys):
     from jaxdqn.train import train
 
-    cfg = config.from_dict(tiny_cartpole("tasks=[{env_id: CartPole-v1}, {env_id: CartPole-v1, name: long-pole, env_params: {length: 1.0}}]", "train.total_env_steps=1000"))
+    cfg = config.from_dict(
+        tiny_cartpole(
+            "tasks=[{env_id: CartPole-v1}, {env_id: CartPole-v1, name: long-pole, env_params: {length: 1.0}}]",
+            "train.total_env_steps=1000",
+        )
+    )
     run_dir = train(cfg, run_dir=tmp_path / "run")
     assert main(["evaluate", str(run_dir), "--episodes", "1", "--gif", str(tmp_path / "gifs")]) == 0
     assert sorted(p.name for p in (tmp_path / "gifs").iterdir()) == ["CartPole-v1.gif", "long-pole.gif"]

@@ -44,8 +44,7 @@ def test_q_learning_matches_rlax(seed):
     np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
     # Terminal entries: target is just the reward.
     term = np.asarray(d_t) == 0
-    expected = np.asarray(r_t) - np.take_along_axis(
-        np.asarray(q_tm1), np.asarray(a_tm1)[:, None], 1)[:, 0]
+    expected = np.asarray(r_t) - np.take_along_axis(np.asarray(q_tm1), np.asarray(a_tm1)[:, None], 1)[:, 0]
     np.testing.assert_allclose(np.asarray(ours)[term], expected[term], atol=1e-6)
 
 
@@ -62,19 +61,21 @@ def test_all_true_mask_matches_no_mask():
     mask = jnp.ones(q_t.shape, bool)
     np.testing.assert_allclose(
         losses.batched_q_learning(q_tm1, a_tm1, r_t, d_t, q_t, mask),
-        losses.batched_q_learning(q_tm1, a_tm1, r_t, d_t, q_t), atol=0)
+        losses.batched_q_learning(q_tm1, a_tm1, r_t, d_t, q_t),
+        atol=0,
+    )
     np.testing.assert_allclose(
         losses.batched_double_q_learning(q_tm1, a_tm1, r_t, d_t, q_t, q_sel, mask),
         losses.batched_double_q_learning(q_tm1, a_tm1, r_t, d_t, q_t, q_sel),
-        atol=0)
+        atol=0,
+    )
 
 
 def test_batched_works_under_jit_and_with_shared_mask():
     q_tm1, a_tm1, r_t, d_t, q_t, _ = _random_batch(3, batch=8, num_actions=4)
     shared = jnp.array([True, False, True, True])
     jitted = jax.jit(losses.batched_q_learning)(q_tm1, a_tm1, r_t, d_t, q_t, shared)
-    per_row = losses.batched_q_learning(
-        q_tm1, a_tm1, r_t, d_t, q_t, jnp.broadcast_to(shared, q_t.shape))
+    per_row = losses.batched_q_learning(q_tm1, a_tm1, r_t, d_t, q_t, jnp.broadcast_to(shared, q_t.shape))
     np.testing.assert_allclose(jitted, per_row, atol=1e-6)
 
 
@@ -87,12 +88,10 @@ def test_q_learning_by_hand():
     q_tm1 = jnp.array([1.0, 2.0, 3.0])
     q_t = jnp.array([0.5, 4.0, -1.0])
     # target = 1 + 0.5 * 4 = 3; td = 3 - q_tm1[0] = 2
-    td = losses.q_learning(q_tm1, jnp.int32(0), jnp.float32(1.0),
-                           jnp.float32(0.5), q_t)
+    td = losses.q_learning(q_tm1, jnp.int32(0), jnp.float32(1.0), jnp.float32(0.5), q_t)
     assert td == pytest.approx(2.0)
     # terminal: target = 1; td = 1 - q_tm1[2] = -2
-    td = losses.q_learning(q_tm1, jnp.int32(2), jnp.float32(1.0),
-                           jnp.float32(0.0), q_t)
+    td = losses.q_learning(q_tm1, jnp.int32(2), jnp.float32(1.0), jnp.float32(0.0), q_t)
     assert td == pytest.approx(-2.0)
 
 
@@ -101,26 +100,21 @@ def test_double_q_learning_by_hand():
     q_t_value = jnp.array([10.0, 20.0, 30.0])
     q_t_selector = jnp.array([0.0, 5.0, 1.0])  # selects action 1
     # target = 1 + 0.5 * 20 = 11; td = 11 - q_tm1[1] = 9
-    td = losses.double_q_learning(q_tm1, jnp.int32(1), jnp.float32(1.0),
-                                  jnp.float32(0.5), q_t_value, q_t_selector)
+    td = losses.double_q_learning(q_tm1, jnp.int32(1), jnp.float32(1.0), jnp.float32(0.5), q_t_value, q_t_selector)
     assert td == pytest.approx(9.0)
     # with action 1 masked the selector picks action 2: target = 1 + 15 = 16
     mask = jnp.array([True, False, True])
-    td = losses.double_q_learning(q_tm1, jnp.int32(1), jnp.float32(1.0),
-                                  jnp.float32(0.5), q_t_value, q_t_selector, mask)
+    td = losses.double_q_learning(q_tm1, jnp.int32(1), jnp.float32(1.0), jnp.float32(0.5), q_t_value, q_t_selector, mask)
     assert td == pytest.approx(14.0)
 
 
 def test_squared_and_huber_by_hand():
     x = jnp.array([0.5, -0.5, 3.0, -3.0, 1.0])
-    np.testing.assert_allclose(losses.squared_loss(x),
-                               [0.125, 0.125, 4.5, 4.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(losses.squared_loss(x), [0.125, 0.125, 4.5, 4.5, 0.5], rtol=1e-6)
     # delta = 1: |x|<=1 -> 0.5x^2; else 1*(|x| - 0.5)
-    np.testing.assert_allclose(losses.huber_loss(x),
-                               [0.125, 0.125, 2.5, 2.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(losses.huber_loss(x), [0.125, 0.125, 2.5, 2.5, 0.5], rtol=1e-6)
     # delta = 2: 0.5 -> 0.125; 3 -> 2*(3 - 1) = 4
-    np.testing.assert_allclose(losses.huber_loss(jnp.array([0.5, -3.0]), 2.0),
-                               [0.125, 4.0], rtol=1e-6)
+    np.testing.assert_allclose(losses.huber_loss(jnp.array([0.5, -3.0]), 2.0), [0.125, 4.0], rtol=1e-6)
     # gradient is x clipped to [-delta, delta]
     g = jax.grad(lambda v: jnp.sum(losses.huber_loss(v)))(x)
     np.testing.assert_allclose(g, [0.5, -0.5, 1.0, -1.0, 1.0], rtol=1e-6)
@@ -147,8 +141,7 @@ def test_distill_kl_by_hand():
     assert kl == pytest.approx(expected, rel=1e-6)
     # a masked third action with extreme values changes nothing
     mask = jnp.array([True, True, False])
-    kl_m = losses.distill_kl(jnp.array([0.0, 1.0, 50.0]), jnp.array([1.0, 0.0, -70.0]),
-                             1.0, 1.0, mask)
+    kl_m = losses.distill_kl(jnp.array([0.0, 1.0, 50.0]), jnp.array([1.0, 0.0, -70.0]), 1.0, 1.0, mask)
     assert kl_m == pytest.approx(expected, rel=1e-6)
 
 
@@ -161,6 +154,7 @@ def test_distill_kl_student_gradient_is_softmax_difference():
     # d KL / d q_s = (softmax(q_s / tau_s) - softmax(q_t / tau_t)) / tau_s
     want = (jax.nn.softmax(q_s / tau_s) - jax.nn.softmax(q_t / tau_t)) / tau_s
     np.testing.assert_allclose(g, want, atol=1e-6)
+
 
 def test_distill_mse_by_hand():
     q_s = jnp.array([1.0, 2.0, 3.0])
@@ -177,8 +171,7 @@ def test_distill_nll_by_hand():
     q_t = jnp.array([2.0, 1.0])  # teacher's greedy action is 0
     assert losses.distill_nll(q_s, q_t) == pytest.approx(math.log(4.0), rel=1e-6)
     # tau_student = 0.5 doubles the logits: softmax = [1/10, 9/10]
-    assert losses.distill_nll(q_s, q_t, tau_student=0.5) == pytest.approx(
-        math.log(10.0), rel=1e-6)
+    assert losses.distill_nll(q_s, q_t, tau_student=0.5) == pytest.approx(math.log(10.0), rel=1e-6)
     # masking action 0: greedy is 1 and it is the only valid action -> 0
     mask = jnp.array([False, True])
     assert losses.distill_nll(q_s, q_t, mask) == pytest.approx(0.0, abs=1e-6)
@@ -208,8 +201,7 @@ def test_masked_max_and_argmax():
     assert int(losses.masked_argmax(q)) == 1
     # a masked action still loses against a valid one at the most negative value
     lo = jnp.finfo(jnp.float32).min
-    assert int(losses.masked_argmax(jnp.array([5.0, lo]),
-                                    jnp.array([False, True]))) == 1
+    assert int(losses.masked_argmax(jnp.array([5.0, lo]), jnp.array([False, True]))) == 1
 
 
 def test_masked_action_never_wins_td_target_and_gets_no_gradient():
@@ -224,8 +216,7 @@ def test_masked_action_never_wins_td_target_and_gets_no_gradient():
 
     for fn in (
         lambda qt: losses.q_learning(*args, qt, mask, stop_target_gradients=False),
-        lambda qt: losses.double_q_learning(*args, qt, qt, mask,
-                                            stop_target_gradients=False),
+        lambda qt: losses.double_q_learning(*args, qt, qt, mask, stop_target_gradients=False),
     ):
         g = jax.grad(fn)(q_t)
         np.testing.assert_array_equal(g, [0.0, 0.0, 1.0])
@@ -242,8 +233,8 @@ def test_batched_mask_per_row():
     q_t_big = jnp.where(mask, q_t, 1e4)  # masked entries are the largest
     zeros = jnp.zeros((64,), jnp.float32)
     td = losses.batched_q_learning(
-        jnp.zeros_like(q_t), jnp.zeros((64,), jnp.int32), zeros,
-        jnp.ones((64,), jnp.float32), q_t_big, mask)
+        jnp.zeros_like(q_t), jnp.zeros((64,), jnp.int32), zeros, jnp.ones((64,), jnp.float32), q_t_big, mask
+    )
     expected = np.max(np.where(mask, q_t, -np.inf), axis=1)
     np.testing.assert_allclose(td, expected, atol=1e-6)
 
@@ -260,18 +251,15 @@ def _random_tree(num_tasks, seed):
         return jnp.asarray(rng.normal(size=(num_tasks, *shape)).astype(np.float32))
 
     return {
-        "torso": {"Dense_0": {"kernel": arr(3, 4), "bias": arr(4)},
-                  "Dense_1": {"kernel": arr(4, 2)}},
+        "torso": {"Dense_0": {"kernel": arr(3, 4), "bias": arr(4)}, "Dense_1": {"kernel": arr(4, 2)}},
         "head": {"kernel": arr(2, 5), "bias": arr(5)},
         "torso_extra": {"scale": arr(2)},
     }
 
 
 def _naive_penalty(tree, lam, keep=lambda path: True):
-    leaves = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-              if keep(jax.tree_util.keystr(path))]
-    flat = np.concatenate([np.asarray(x, np.float64).reshape(x.shape[0], -1)
-                           for x in leaves], axis=1)
+    leaves = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if keep(jax.tree_util.keystr(path))]
+    flat = np.concatenate([np.asarray(x, np.float64).reshape(x.shape[0], -1) for x in leaves], axis=1)
     total = 0.0
     for i, j in itertools.product(range(flat.shape[0]), repeat=2):
         if i != j:
@@ -300,11 +288,9 @@ def test_penalty_leaf_filter_selects_torso_only():
     want = _naive_penalty(tree, 0.5, keep=lambda p: p.startswith("['torso']"))
     assert got == pytest.approx(want, rel=1e-5)
     # manual restriction to the torso subtree gives the same number
-    assert got == pytest.approx(float(losses.soft_sharing_penalty(
-        {"torso": tree["torso"]}, 0.5)), rel=1e-6)
+    assert got == pytest.approx(float(losses.soft_sharing_penalty({"torso": tree["torso"]}, 0.5)), rel=1e-6)
     # nothing selected -> 0
-    assert float(losses.soft_sharing_penalty(
-        tree, 0.5, losses.path_contains("missing"))) == 0.0
+    assert float(losses.soft_sharing_penalty(tree, 0.5, losses.path_contains("missing"))) == 0.0
 
 
 def test_penalty_gradient_is_analytic():
@@ -331,8 +317,7 @@ def test_penalty_rejects_mismatched_task_axis():
 def test_penalty_is_jittable():
     tree = _random_tree(3, seed=1)
     eager = losses.soft_sharing_penalty(tree, 0.2, losses.path_contains("head"))
-    jitted = jax.jit(lambda t: losses.soft_sharing_penalty(
-        t, 0.2, losses.path_contains("head")))(tree)
+    jitted = jax.jit(lambda t: losses.soft_sharing_penalty(t, 0.2, losses.path_contains("head")))(tree)
     np.testing.assert_allclose(eager, jitted, rtol=1e-6)
 
 
@@ -375,22 +360,23 @@ def test_distill_finite_at_tiny_temperature(use_mask):
     rng = np.random.default_rng(2)
     q_s = jnp.asarray(rng.normal(size=(32, 6)).astype(np.float32) * 100)
     q_t = jnp.asarray(rng.normal(size=(32, 6)).astype(np.float32) * 100)
-    mask = (jnp.asarray(rng.random((32, 6)) < 0.5).at[:, 0].set(True)
-            if use_mask else None)
+    mask = jnp.asarray(rng.random((32, 6)) < 0.5).at[:, 0].set(True) if use_mask else None
 
     def total(q_s_, q_t_):
-        kl = jax.vmap(lambda a, b, m: losses.distill_kl(a, b, 1e-3, 1e-3, m))(
-            q_s_, q_t_, mask) if use_mask else jax.vmap(
-                lambda a, b: losses.distill_kl(a, b, 1e-3, 1e-3))(q_s_, q_t_)
-        nll = jax.vmap(lambda a, b, m: losses.distill_nll(a, b, m, 1e-3))(
-            q_s_, q_t_, mask) if use_mask else jax.vmap(
-                lambda a, b: losses.distill_nll(a, b, None, 1e-3))(q_s_, q_t_)
-        mse = jax.vmap(losses.distill_mse)(q_s_, q_t_, mask) if use_mask else \
-            jax.vmap(losses.distill_mse)(q_s_, q_t_)
+        kl = (
+            jax.vmap(lambda a, b, m: losses.distill_kl(a, b, 1e-3, 1e-3, m))(q_s_, q_t_, mask)
+            if use_mask
+            else jax.vmap(lambda a, b: losses.distill_kl(a, b, 1e-3, 1e-3))(q_s_, q_t_)
+        )
+        nll = (
+            jax.vmap(lambda a, b, m: losses.distill_nll(a, b, m, 1e-3))(q_s_, q_t_, mask)
+            if use_mask
+            else jax.vmap(lambda a, b: losses.distill_nll(a, b, None, 1e-3))(q_s_, q_t_)
+        )
+        mse = jax.vmap(losses.distill_mse)(q_s_, q_t_, mask) if use_mask else jax.vmap(losses.distill_mse)(q_s_, q_t_)
         return jnp.sum(kl) + jnp.sum(nll) + jnp.sum(mse), (kl, nll, mse)
 
-    (value, parts), (g_s, g_t) = jax.value_and_grad(total, argnums=(0, 1),
-                                                   has_aux=True)(q_s, q_t)
+    (value, parts), (g_s, g_t) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(q_s, q_t)
     assert np.isfinite(float(value))
     for part in parts:
         assert np.all(np.isfinite(part))
@@ -415,16 +401,16 @@ def test_masked_actions_do_not_change_kl_or_mse():
         for taus in ((1.0, 1.0), (0.01, 1.0)):
             np.testing.assert_allclose(
                 losses.distill_kl(q_s, q_t, *taus, action_mask=mask),
-                losses.distill_kl(q_s2, q_t2, *taus, action_mask=mask), rtol=1e-6)
-        np.testing.assert_allclose(losses.distill_mse(q_s, q_t, mask),
-                                   losses.distill_mse(q_s2, q_t2, mask), rtol=1e-6)
-        np.testing.assert_allclose(losses.distill_nll(q_s, q_t, mask),
-                                   losses.distill_nll(q_s2, q_t2, mask), rtol=1e-6)
+                losses.distill_kl(q_s2, q_t2, *taus, action_mask=mask),
+                rtol=1e-6,
+            )
+        np.testing.assert_allclose(losses.distill_mse(q_s, q_t, mask), losses.distill_mse(q_s2, q_t2, mask), rtol=1e-6)
+        np.testing.assert_allclose(losses.distill_nll(q_s, q_t, mask), losses.distill_nll(q_s2, q_t2, mask), rtol=1e-6)
         # and equal to the loss on the valid sub-vectors alone
         idx = np.flatnonzero(np.asarray(mask))
         np.testing.assert_allclose(
-            losses.distill_kl(q_s, q_t, 1.0, 1.0, mask),
-            losses.distill_kl(q_s[idx], q_t[idx], 1.0, 1.0), rtol=1e-5, atol=1e-7)
+            losses.distill_kl(q_s, q_t, 1.0, 1.0, mask), losses.distill_kl(q_s[idx], q_t[idx], 1.0, 1.0), rtol=1e-5, atol=1e-7
+        )
         # masked entries get zero gradient, without NaNs
         g = jax.grad(lambda s: losses.distill_kl(s, q_t2, 1.0, 1.0, mask))(q_s2)
         assert np.all(np.isfinite(g))
@@ -437,9 +423,6 @@ def test_masked_actions_do_not_change_kl_or_mse():
 
 
 def test_import_does_not_pull_heavy_dependencies():
-    code = ("import jaxdqn.losses, sys; "
-            "assert not any(m.split('.')[0] in ('flax','envpool','gymnax') "
-            "for m in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)
+    code = "import jaxdqn.losses, sys; assert not any(m.split('.')[0] in ('flax','envpool','gymnax') for m in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -60,12 +60,15 @@ def task_slice(tree, i):
 
 
 def max_abs_diff(a, b) -> float:
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    return max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    )
 
 
 @pytest.fixture(scope="module")
 def independent_run():
-    cfg = cfg_for([cartpole(l) for l in POLE_LENGTHS], seed=7)
+    cfg = cfg_for([cartpole(length) for length in POLE_LENGTHS], seed=7)
     return trained(cfg)
 
 
@@ -93,7 +96,7 @@ def test_hard_sharing_with_one_task_equals_single_task():
 
 
 def test_hard_sharing_trains_one_torso_and_a_head_per_task():
-    agent, hard = trained(cfg_for([cartpole(l) for l in POLE_LENGTHS], multitask={"mode": "hard"}), 100)
+    agent, hard = trained(cfg_for([cartpole(length) for length in POLE_LENGTHS], multitask={"mode": "hard"}), 100)
     assert hard.params["head"]["Dense_0"]["kernel"].shape[0] == len(POLE_LENGTHS)
     q = agent.learner.q_values(hard.params, hard.obs)
     assert q.shape == (len(POLE_LENGTHS), 5, 2)
@@ -103,19 +106,23 @@ def test_hard_sharing_weights_scale_each_task_loss():
     cfg = cfg_for([cartpole(0.5), {**cartpole(1.0), "weight": 3.0}], multitask={"mode": "hard"})
     agent = build_agent(cfg)
     state, _ = agent.run(agent.init(task_keys(cfg)), 100)
-    batch = jax.vmap(lambda r, k: __import__("jaxdqn").replay.sample(r, k, 16))(state.replay, jax.random.split(jax.random.PRNGKey(0), 2))
+    batch = jax.vmap(lambda r, k: __import__("jaxdqn").replay.sample(r, k, 16))(
+        state.replay, jax.random.split(jax.random.PRNGKey(0), 2)
+    )
     total, info = agent.learner.loss(state.params, state.target_params, batch)
     np.testing.assert_allclose(total, info.task_loss[0] + 3.0 * info.task_loss[1], rtol=1e-6)
 
 
 def test_soft_sharing_with_zero_lambda_equals_independent(independent_run):
     _, multi = independent_run
-    _, soft = trained(cfg_for([cartpole(l) for l in POLE_LENGTHS], seed=7, multitask={"mode": "soft", "soft_lambda": 0.0}))
+    _, soft = trained(
+        cfg_for([cartpole(length) for length in POLE_LENGTHS], seed=7, multitask={"mode": "soft", "soft_lambda": 0.0})
+    )
     assert max_abs_diff(soft.params, multi.params) < 1e-6
 
 
 def test_soft_sharing_pulls_task_parameters_together():
-    tasks = [cartpole(l) for l in POLE_LENGTHS]
+    tasks = [cartpole(length) for length in POLE_LENGTHS]
     fast = {"learning_rate": 1e-2}  # big enough steps for the pull to show within 131 updates
 
     def penalty_before_and_after(lam):
@@ -160,8 +167,12 @@ def test_masked_actions_never_bootstrap():
     q_tm1 = jnp.zeros((1, 5))
     q_t = jnp.array([[1.0, 2.0, 3.0, 100.0, 200.0]])
     batch = __import__("jaxdqn").replay.Transition(
-        obs=None, action=jnp.array([0]), reward=jnp.array([0.0]), next_obs=None,
-        terminated=jnp.array([False]), truncated=jnp.array([False]),
+        obs=None,
+        action=jnp.array([0]),
+        reward=jnp.array([0.0]),
+        next_obs=None,
+        terminated=jnp.array([False]),
+        truncated=jnp.array([False]),
     )
     td_breakout = learner._task_td(q_tm1, q_t, q_t, batch, jnp.asarray(learner.action_mask[0]))
     td_asterix = learner._task_td(q_tm1, q_t, q_t, batch, jnp.asarray(learner.action_mask[1]))
@@ -188,7 +199,7 @@ SHARDED_SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("mode", ["independent", "hard"])
 def test_sharded_run_equals_single_device_run(tmp_path, mode):
-    tasks = [cartpole(l) for l in (0.5, 0.6, 0.8, 1.0)]
+    tasks = [cartpole(length) for length in (0.5, 0.6, 0.8, 1.0)]
     data = json.loads(json.dumps(BASE))
     data.update(tasks=tasks, seed=1, multitask={"mode": mode})
     results = {}
@@ -197,7 +208,10 @@ def test_sharded_run_equals_single_device_run(tmp_path, mode):
         out = tmp_path / f"{mode}_{devices}.npz"
         proc = subprocess.run(
             [sys.executable, "-c", SHARDED_SCRIPT, json.dumps(data), str(out)],
-            env=env, capture_output=True, text=True, timeout=300,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         info = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -242,7 +242,10 @@ def test_patch_convolution_equals_xla_convolution(torso, shape, dtype):
     for a, b in zip(jax.tree_util.tree_leaves(same_init), jax.tree_util.tree_leaves(params)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(patches.apply(params, obs), xla.apply(params, obs), rtol=1e-5, atol=1e-5)
-    grad = lambda net: jax.grad(lambda p: (net.apply(p, obs) ** 2).sum())(params)
+
+    def grad(net):
+        return jax.grad(lambda p: (net.apply(p, obs) ** 2).sum())(params)
+
     for a, b in zip(jax.tree_util.tree_leaves(grad(patches)), jax.tree_util.tree_leaves(grad(xla))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 

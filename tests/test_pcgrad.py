@@ -174,4 +174,6 @@ def test_hard_sharing_pcgrad_projects_the_per_task_torso_gradients():
 
 def test_pcgrad_outside_hard_sharing_is_a_config_error():
     with pytest.raises(config.ConfigError, match="multitask.gradient_surgery"):
-        config.from_dict({"tasks": [{"env_id": "CartPole-v1"}] * 2, "multitask": {"mode": "independent", "gradient_surgery": "pcgrad"}})
+        config.from_dict(
+            {"tasks": [{"env_id": "CartPole-v1"}] * 2, "multitask": {"mode": "independent", "gradient_surgery": "pcgrad"}}
+        )

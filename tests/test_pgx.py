@@ -80,7 +80,7 @@ def test_five_games_pad_and_mask():
     channels = {"minatar-asterix": 4, "minatar-breakout": 4, "minatar-freeway": 7, "minatar-space_invaders": 6}
     for i, env_id in enumerate(IDS):
         if env_id in channels:  # padded channels stay zero
-            assert not bool(obs[i, :, :, :, channels[env_id]:].any())
+            assert not bool(obs[i, :, :, :, channels[env_id] :].any())
     # orbax refuses zero-size arrays, which some pgx states hold (Asterix): none are kept
     state = jax.eval_shape(tasks.reset, jax.random.split(jax.random.PRNGKey(0), 5))[0]
     assert all(leaf.size > 0 for leaf in jax.tree_util.tree_leaves(state))

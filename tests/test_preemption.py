@@ -74,7 +74,9 @@ def test_sigusr1_stops_a_real_process_with_the_documented_status(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "jaxdqn.cli", "train", str(cfg_path), "--run-dir", str(run_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     metrics = run_dir / "metrics.csv"
     deadline = time.time() + 120
@@ -138,7 +140,7 @@ def test_resume_falls_back_to_the_newest_whole_checkpoint(tmp_path, finished_run
     finally:
         checkpointer.close()
     assert int(state.env_steps) == 3000
-    lines = [l for l in capsys.readouterr().err.splitlines() if "skipping" in l]
+    lines = [line for line in capsys.readouterr().err.splitlines() if "skipping" in line]
     assert len(lines) == 1 and "4000" in lines[0] and damaged.name in lines[0]
     assert (run_dir / "checkpoints" / "4000.damaged").is_dir()  # kept aside, not deleted
 

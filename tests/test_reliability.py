@@ -46,7 +46,9 @@ def test_non_finite_values_in_a_file_name_the_key(tmp_path, text, key):
     assert f"'{key}'" in str(info.value) and "finite" in str(info.value)
 
 
-@pytest.mark.parametrize("override", ["dqn.learning_rate=nan", "dqn.gamma=.nan", "dqn.adam_eps=inf", "dqn.max_grad_norm=-Infinity"])
+@pytest.mark.parametrize(
+    "override", ["dqn.learning_rate=nan", "dqn.gamma=.nan", "dqn.adam_eps=inf", "dqn.max_grad_norm=-Infinity"]
+)
 def test_non_finite_overrides_exit_2_naming_the_key(write_config, tmp_path, capsys, override):
     run_dir = tmp_path / "run"
     assert cli.main(["train", str(write_config(BASE)), override, "--run-dir", str(run_dir)]) == 2
@@ -60,7 +62,12 @@ def test_every_float_key_refuses_nan():
     import dataclasses
     import typing
 
-    sections = {"dqn": config.DQNConfig, "train": config.TrainConfig, "multitask": config.MultitaskConfig, "atari": config.AtariConfig}
+    sections = {
+        "dqn": config.DQNConfig,
+        "train": config.TrainConfig,
+        "multitask": config.MultitaskConfig,
+        "atari": config.AtariConfig,
+    }
     checked = 0
     for section, cls in sections.items():
         for f in dataclasses.fields(cls):
@@ -150,9 +157,7 @@ def test_metrics_writer_keeps_rows_through_the_resume_step_and_a_cut_last_line(t
     writer.write({"env_steps": 300, "updates": 31}, {"a": {"loss": 3.0}, "b": {"loss": 4.0}})
     writer.close()
     rows = read_metrics(tmp_path)
-    assert [(int(r["env_steps"]), r["task"]) for r in rows] == [
-        (s, t) for s in (100, 200, 300) for t in ("a", "b", "mean")
-    ]
+    assert [(int(r["env_steps"]), r["task"]) for r in rows] == [(s, t) for s in (100, 200, 300) for t in ("a", "b", "mean")]
     assert [r["loss"] for r in rows if r["env_steps"] == 300] == [3.0, 4.0, 3.5]  # the new rows, not the old
     assert not (tmp_path / "metrics.csv.tmp").exists()
     scalars = _tensorboard_scalars(tmp_path / "tensorboard")
@@ -172,7 +177,7 @@ def test_write_failures_are_recognised_from_python_and_from_tensorstore():
 
     assert write_failure_reason(OSError(28, "No space left on device")) == "No space left on device"
     tensorstore = ValueError(
-        "RESOURCE_EXHAUSTED: Error writing \"w/0\" in OCDBT database at local file \"/ck/2.orbax-checkpoint-tmp/\": "
+        'RESOURCE_EXHAUSTED: Error writing "w/0" in OCDBT database at local file "/ck/2.orbax-checkpoint-tmp/": '
         "Failed to write 308460 bytes to file 11: No space left on device [os_error_code='28']"
     )
     assert write_failure_reason(tensorstore) == "No space left on device"
@@ -238,7 +243,9 @@ def test_a_replay_that_cannot_fit_is_refused_before_allocating(write_config, tmp
 def test_state_fits_compares_shapes_with_the_given_budget():
     from jaxdqn.memory import check_state_fits, tree_nbytes
 
-    small, large = (_state_shapes(config.from_dict({"dqn": {"replay_capacity": c, "learning_starts": 100}})) for c in (1000, 2000))
+    small, large = (
+        _state_shapes(config.from_dict({"dqn": {"replay_capacity": c, "learning_starts": 100}})) for c in (1000, 2000)
+    )
     per_transition = (tree_nbytes(large.replay) - tree_nbytes(small.replay)) // 1000
     assert tree_nbytes(large) - tree_nbytes(small) == 1000 * per_transition  # only replay grows with the capacity
     needed = tree_nbytes(small)
@@ -293,12 +300,17 @@ def test_a_nonfinite_parameter_stops_training_naming_task_and_step_without_savin
         return state, metrics
 
     monkeypatch.setattr(DQNAgent, "run", diverging_run)
-    data = {**TINY, "tasks": [{"env_id": "CartPole-v1", "name": "a"}, {"env_id": "CartPole-v1", "name": "b"}],
-            "train": {**TINY["train"], "total_env_steps": 4000}}
+    data = {
+        **TINY,
+        "tasks": [{"env_id": "CartPole-v1", "name": "a"}, {"env_id": "CartPole-v1", "name": "b"}],
+        "train": {**TINY["train"], "total_env_steps": 4000},
+    }
     run_dir = tmp_path / "run"
     assert cli.main(["train", str(write_config(data)), "--run-dir", str(run_dir)]) == 2
     line = _error_line(capsys)
-    assert line.startswith("jaxdqn train: error: training stopped at env step 3000: non-finite (nan or inf) parameters in task 'b'")
+    assert line.startswith(
+        "jaxdqn train: error: training stopped at env step 3000: non-finite (nan or inf) parameters in task 'b'"
+    )
     assert "'a'" not in line
     assert complete_steps(run_dir / "checkpoints") == [1000, 2000]  # no checkpoint of the nan state
     assert [int(r) for r in _metric_steps(run_dir)] == [1000, 2000]  # nor a metrics row
@@ -327,11 +339,24 @@ def test_ctrl_c_during_a_host_stepped_chunk_saves_a_usable_checkpoint(tmp_path, 
     from conftest import REPO_ROOT
 
     smoke = [
-        "train.total_env_steps=120", "train.num_envs=8", "train.log_every=80", "train.eval_every=0",
-        "train.checkpoint_every=0", "train.eval_episodes=1", "train.progress=false", "train.tensorboard=false",
-        "dqn.replay_capacity=200", "dqn.learning_starts=16", "dqn.batch_size=8", "atari.max_episode_steps=20",
-        "atari.num_threads=1", "atari.stepping=host", "atari.img_height=21", "atari.img_width=21",
-        "network.torso=mlp", "network.hidden_sizes=[16]",
+        "train.total_env_steps=120",
+        "train.num_envs=8",
+        "train.log_every=80",
+        "train.eval_every=0",
+        "train.checkpoint_every=0",
+        "train.eval_episodes=1",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "dqn.replay_capacity=200",
+        "dqn.learning_starts=16",
+        "dqn.batch_size=8",
+        "atari.max_episode_steps=20",
+        "atari.num_threads=1",
+        "atari.stepping=host",
+        "atari.img_height=21",
+        "atari.img_width=21",
+        "network.torso=mlp",
+        "network.hidden_sizes=[16]",
     ]
     cfg = config.load(REPO_ROOT / "configs" / "atari_pong_dqn.yaml", smoke)
     real_recv = AtariGroup.host_recv

@@ -146,8 +146,9 @@ def test_works_under_jit():
         return state, replay.sample(state, key, 32)
 
     state = replay.init(_example((2,), jnp.uint8), capacity=6)
-    state, sample = fill_and_sample(state, _batch([1, 2, 3, 4], (2,), jnp.uint8), _batch([5, 6, 7], (2,), jnp.uint8),
-                                    jax.random.PRNGKey(0))
+    state, sample = fill_and_sample(
+        state, _batch([1, 2, 3, 4], (2,), jnp.uint8), _batch([5, 6, 7], (2,), jnp.uint8), jax.random.PRNGKey(0)
+    )
     assert int(state.size) == 6 and int(state.position) == 1
     np.testing.assert_array_equal(np.asarray(state.storage.obs[:, 0]), [7, 2, 3, 4, 5, 6])
     assert sample.obs.dtype == jnp.uint8
@@ -160,8 +161,12 @@ def test_vmap_over_a_leading_task_axis():
     buffers = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_tasks,) + x.shape), one)
     # Task t gets ids 100*t + i, and a different number of filled slots per call is not
     # possible under vmap, so all tasks add 3 then 2 transitions.
-    first = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[_batch([100 * t + i for i in range(3)]) for t in range(num_tasks)])
-    second = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[_batch([100 * t + 50 + i for i in range(2)]) for t in range(num_tasks)])
+    first = jax.tree_util.tree_map(
+        lambda *xs: jnp.stack(xs), *[_batch([100 * t + i for i in range(3)]) for t in range(num_tasks)]
+    )
+    second = jax.tree_util.tree_map(
+        lambda *xs: jnp.stack(xs), *[_batch([100 * t + 50 + i for i in range(2)]) for t in range(num_tasks)]
+    )
     add = jax.jit(jax.vmap(replay.add_batch))
     buffers = add(add(buffers, first), second)
     np.testing.assert_array_equal(np.asarray(buffers.size), [5, 5, 5])
@@ -208,8 +213,13 @@ def cartpole_rollout():
                 "epsilon_end": 1.0,
                 "batch_size": 8,
             },
-            "train": {"num_envs": NUM_ENVS, "total_env_steps": NUM_ENVS * ITERATIONS, "log_every": NUM_ENVS * ITERATIONS,
-                      "eval_every": 0, "checkpoint_every": 0},
+            "train": {
+                "num_envs": NUM_ENVS,
+                "total_env_steps": NUM_ENVS * ITERATIONS,
+                "log_every": NUM_ENVS * ITERATIONS,
+                "eval_every": 0,
+                "checkpoint_every": 0,
+            },
         }
     )
     agent = build_agent(cfg)
@@ -262,8 +272,7 @@ def test_next_obs_matches_the_environment_dynamics(cartpole_rollout):
     params = jax.tree_util.tree_map(lambda x: x[0], r["env_params"])
     obs = r["obs"].reshape(-1, 4)
     actions = r["action"].reshape(-1)
-    state = EnvState(x=obs[:, 0], x_dot=obs[:, 1], theta=obs[:, 2], theta_dot=obs[:, 3],
-                     time=np.zeros(len(obs), np.int32))
+    state = EnvState(x=obs[:, 0], x_dot=obs[:, 1], theta=obs[:, 2], theta_dot=obs[:, 3], time=np.zeros(len(obs), np.int32))
     step = jax.vmap(lambda s, a: env.step_env(jax.random.PRNGKey(0), s, a, params)[0])
     expected = np.asarray(step(state, jnp.asarray(actions)))
     np.testing.assert_allclose(r["next_obs"].reshape(-1, 4), expected, rtol=1e-5, atol=1e-5)
@@ -328,8 +337,7 @@ def test_td_target_bootstraps_on_truncation_only(cartpole_rollout):
     )
     params = learner.init_params(jax.random.PRNGKey(0)[None], jnp.asarray(flat["obs"][:1]))
     # A target network whose every Q-value is 5 higher than the online network's.
-    shifted = {"torso": params["torso"],
-               "head": jax.tree_util.tree_map(lambda x: x, params["head"])}
+    shifted = {"torso": params["torso"], "head": jax.tree_util.tree_map(lambda x: x, params["head"])}
     shifted["head"]["Dense_0"]["bias"] = params["head"]["Dense_0"]["bias"] + 5.0
 
     def batch_of(idx):
@@ -357,7 +365,8 @@ def test_td_target_bootstraps_on_truncation_only(cartpole_rollout):
         else:
             np.testing.assert_allclose(change, 0.0, atol=1e-6)
             # The target is the reward alone: td = r - Q(s, a).
-            q_taken = np.take_along_axis(np.asarray(learner.q_values(params, batch.obs)[0]),
-                                         flat["action"][idx][:, None], axis=1)[:, 0]
+            q_taken = np.take_along_axis(
+                np.asarray(learner.q_values(params, batch.obs)[0]), flat["action"][idx][:, None], axis=1
+            )[:, 0]
             np.testing.assert_allclose(np.asarray(td_plain), flat["reward"][idx] - q_taken, rtol=1e-5, atol=1e-6)
             assert float(loss(params, shifted, batch)) == pytest.approx(float(loss(params, params, batch)), rel=1e-6)

@@ -56,8 +56,8 @@ def test_hl_gauss_loss_matches_a_hand_computation():
     target, sigma = 1.2, 0.8
     phi = [0.5 * (1 + math.erf((e - target) / (sigma * math.sqrt(2)))) for e in edges]
     probs = [(phi[j + 1] - phi[j]) / (phi[-1] - phi[0]) for j in range(3)]
-    log_z = math.log(sum(math.exp(l) for l in logits))
-    expected = -sum(p * (l - log_z) for p, l in zip(probs, logits))
+    log_z = math.log(sum(math.exp(logit) for logit in logits))
+    expected = -sum(p * (logit - log_z) for p, logit in zip(probs, logits))
     got = losses.hl_gauss_loss(jnp.asarray(logits), jnp.float32(target), jnp.asarray(edges), sigma)
     assert float(got) == pytest.approx(expected, rel=1e-5)
 
@@ -65,9 +65,7 @@ def test_hl_gauss_loss_matches_a_hand_computation():
 def test_hl_gauss_loss_gradients_are_finite_and_the_target_is_stopped():
     logits = jnp.linspace(-3.0, 3.0, SUPPORT.num_bins)
     for target in (-1e4, -5.0, 3.3, 15.0, 1e4):
-        g_logits, g_target = jax.grad(losses.hl_gauss_loss, argnums=(0, 1))(
-            logits, jnp.float32(target), SUPPORT.edges, SIGMA
-        )
+        g_logits, g_target = jax.grad(losses.hl_gauss_loss, argnums=(0, 1))(logits, jnp.float32(target), SUPPORT.edges, SIGMA)
         assert np.isfinite(np.asarray(g_logits)).all()
         assert float(g_target) == 0.0
     # The gradient of a cross-entropy wrt logits is softmax - p: it sums to zero.
@@ -161,7 +159,10 @@ def test_conditioning_starts_as_the_identity_and_is_per_task():
         params = cond.init(jax.random.PRNGKey(1), obs)
         film = params["torso"].pop("task_conditioning")
         assert set(film) == ({"shift", "scale"} if kind == "film" else {"shift"})
-        np.testing.assert_array_equal(np.asarray(plain.apply(params, obs)), np.asarray(cond.apply({**params, "torso": {**params["torso"], "task_conditioning": film}}, obs)))
+        np.testing.assert_array_equal(
+            np.asarray(plain.apply(params, obs)),
+            np.asarray(cond.apply({**params, "torso": {**params["torso"], "task_conditioning": film}}, obs)),
+        )
     cfg = mixed_hard("network.task_conditioning=film")
     state = build_agent(cfg).init(task_keys(cfg))
     assert state.params["torso"]["task_conditioning"]["scale"].shape == (2, 32)
@@ -253,7 +254,9 @@ def test_evaluate_reads_a_classification_checkpoint(all_switches_run):
     assert result.returns.shape == (2, 2) and np.isfinite(result.returns).all()
 
 
-@pytest.mark.parametrize("torso, obs_shape, own", [("minatar_cnn", (10, 10, 10), (10, 10, 4)), ("nature_cnn", (4, 36, 36), (4, 36, 36))])
+@pytest.mark.parametrize(
+    "torso, obs_shape, own", [("minatar_cnn", (10, 10, 10), (10, 10, 4)), ("nature_cnn", (4, 36, 36), (4, 36, 36))]
+)
 def test_task_input_layer_of_the_cnns_reads_the_tasks_own_channels(torso, obs_shape, own):
     from jaxdqn.agents.learner import Learner
 
@@ -272,7 +275,9 @@ def test_task_input_layer_of_the_cnns_reads_the_tasks_own_channels(torso, obs_sh
 
 def test_pcgrad_leaves_the_per_task_input_layers_their_own_gradients():
     plain = build_agent(mixed_hard("network.task_input_layers=true", "dqn.max_grad_norm=1e9"))
-    surgery = build_agent(mixed_hard("network.task_input_layers=true", "dqn.max_grad_norm=1e9", "multitask.gradient_surgery=pcgrad"))
+    surgery = build_agent(
+        mixed_hard("network.task_input_layers=true", "dqn.max_grad_norm=1e9", "multitask.gradient_surgery=pcgrad")
+    )
     cfg = mixed_hard("network.task_input_layers=true")
     state = plain.init(task_keys(cfg))
     batch = _random_batch(jax.random.PRNGKey(5), state.obs.shape[2:], num_tasks=2, batch=32, num_actions=2)

@@ -241,8 +241,12 @@ def test_a_progressive_checkpoint_is_evaluated_inspected_and_teaches(progressive
     )
     want = network.apply(jax.tree_util.tree_map(lambda x: x[0], trained), obs)
     np.testing.assert_allclose(src.fixed_q(0)(obs), want, rtol=1e-6)
-    data = {"name": "from_progressive", "teachers": [{"checkpoint": str(run_dir)}], "network": {"hidden_sizes": [16]},
-            "train": {**TRAIN, "total_env_steps": 1000, "log_every": 500}}
+    data = {
+        "name": "from_progressive",
+        "teachers": [{"checkpoint": str(run_dir)}],
+        "network": {"hidden_sizes": [16]},
+        "train": {**TRAIN, "total_env_steps": 1000, "log_every": 500},
+    }
     assert build_distiller(tconfig.distill_from_dict(data)).distiller.teachers.num_tasks == 1
     assert cli.main(["inspect", str(run_dir)]) == 0
     assert "progressive column over the sources below" in capsys.readouterr().out
@@ -293,7 +297,13 @@ def test_assisted_refuses_a_teacher_with_other_actions(source):
 def test_inspect_prints_metadata(source, capsys):
     assert cli.main(["inspect", str(source)]) == 0
     out = capsys.readouterr().out
-    for text in ("kind         train", "hidden_sizes=[32, 32]", "1,282 parameters per task network", "env steps    2,000", "actions [0, 1]"):
+    for text in (
+        "kind         train",
+        "hidden_sizes=[32, 32]",
+        "1,282 parameters per task network",
+        "env steps    2,000",
+        "actions [0, 1]",
+    ):
         assert text in out
 
 
@@ -317,7 +327,9 @@ def test_transfer_config_errors_name_the_key():
     with pytest.raises(config.ConfigError, match="freeze_steps"):
         tconfig.transfer_from_dict(data)
     data["transfer"] = {"method": "progressive", "sources": ["x"], "finetune": {"learning_rate": 1e-3}}
-    with pytest.raises(config.ConfigError, match="'transfer.finetune.learning_rate'.*no effect with transfer.method: progressive"):
+    with pytest.raises(
+        config.ConfigError, match="'transfer.finetune.learning_rate'.*no effect with transfer.method: progressive"
+    ):
         tconfig.transfer_from_dict(data)
 
 

@@ -129,7 +129,7 @@ def test_compare_cli_prints_metrics_and_writes_png(tmp_path, capsys):
     assert code == 0
     assert png.stat().st_size > 1000
     assert "| prog | progressive |" in md.read_text()
-    line = next(l for l in out.splitlines() if l.startswith("prog "))
+    line = next(text for text in out.splitlines() if text.startswith("prog "))
     assert "40.0" in line and "1.67" in line and "20" in line  # jumpstart, ratio, steps to 150
 
 

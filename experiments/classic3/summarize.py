@@ -44,8 +44,10 @@ def table(runs, seeds, title: str) -> list[str]:
                 entry["seeds"].append(s)
     tasks = list(THRESHOLD)
     lines = [f"## {title}", ""]
-    lines += ["| task | variant | seeds | final greedy return | curve area (mean return) | env steps to threshold | reached |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "| task | variant | seeds | final greedy return | curve area (mean return) | env steps to threshold | reached |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for task in tasks:
         for v in variants:
             e = stats.get((v, task))
@@ -53,9 +55,15 @@ def table(runs, seeds, title: str) -> list[str]:
                 continue
             reached = [x for x in e["to"] if not np.isnan(x)]
             to = f"{np.mean(reached):,.0f}" if reached else "-"
-            lines.append(f"| {task} (≥ {THRESHOLD[task]:g}) | {v} | {len(e['seeds'])} | {report.mean_std(e['final'], 1)} | "
-                         f"{report.mean_std(e['area'], 1)} | {to} | {len(reached)}/{len(e['to'])} |")
-    complete = [v for v in variants if all((v, t) in stats and len(stats[v, t]["final"]) == len(stats[variants[0], t]["final"]) for t in tasks)]
+            lines.append(
+                f"| {task} (≥ {THRESHOLD[task]:g}) | {v} | {len(e['seeds'])} | {report.mean_std(e['final'], 1)} | "
+                f"{report.mean_std(e['area'], 1)} | {to} | {len(reached)}/{len(e['to'])} |"
+            )
+    complete = [
+        v
+        for v in variants
+        if all((v, t) in stats and len(stats[v, t]["final"]) == len(stats[variants[0], t]["final"]) for t in tasks)
+    ]
     try:
         for key, label in (("final", "final greedy return"), ("area", "curve area")):
             scores = {}
@@ -74,18 +82,28 @@ def table(runs, seeds, title: str) -> list[str]:
 
 def main() -> None:
     runs = report.finished_runs(HERE / "runs")
-    lines = ["# Three related control tasks: CartPole-v1, Acrobot-v1, MountainCar-v0", "",
-             "Written by `python experiments/classic3/summarize.py` from `bash experiments/classic3/run.sh tuning report`.", ""]
+    lines = [
+        "# Three related control tasks: CartPole-v1, Acrobot-v1, MountainCar-v0",
+        "",
+        "Written by `python experiments/classic3/summarize.py` from `bash experiments/classic3/run.sh tuning report`.",
+        "",
+    ]
     lines += table(runs, REPORTED, "Reported: seeds 10-19 (not looked at before the choice)")
     lines += [""] + table(runs, TUNING, "Tuning: seeds 0-4 (settings chosen here)")
     facts = [(v, s, report.run_facts(d)) for v, seeds in runs.items() for s, d in sorted(seeds.items())]
     if facts:
-        lines += ["", "| runs | mean wall time (s) | mean env steps/s (summed over tasks) | commits |", "| --- | ---: | ---: | --- |"]
+        lines += [
+            "",
+            "| runs | mean wall time (s) | mean env steps/s (summed over tasks) | commits |",
+            "| --- | ---: | ---: | --- |",
+        ]
         for v in VARIANTS:
             f = [x for vv, _, x in facts if vv == v]
             if f:
                 commits = ", ".join(sorted({x["commit"] for x in f}))
-                lines.append(f"| {v} ({len(f)}) | {np.mean([x['wall_s'] for x in f]):.0f} | {np.mean([x['steps_per_sec'] for x in f]):,.0f} | {commits} |")
+                lines.append(
+                    f"| {v} ({len(f)}) | {np.mean([x['wall_s'] for x in f]):.0f} | {np.mean([x['steps_per_sec'] for x in f]):,.0f} | {commits} |"
+                )
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     for seeds, name in ((REPORTED, "curves.png"), (TUNING, "curves_tuning.png")):

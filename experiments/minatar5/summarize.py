@@ -83,8 +83,12 @@ def main() -> None:
 
     tuning = sorted((v, s) for v, seeds in runs.items() if v.startswith(("soft_sweep_", "tuning/")) for s in seeds)
     if tuning:
-        lines += ["", "Choices made on seed 0 only, at 512,000 env steps per game (final greedy return): the soft "
-                  "lambda, and whether a wider shared torso helps hard sharing (hard_wide: 32 channels, 256 units).", ""]
+        lines += [
+            "",
+            "Choices made on seed 0 only, at 512,000 env steps per game (final greedy return): the soft "
+            "lambda, and whether a wider shared torso helps hard sharing (hard_wide: 32 channels, 256 units).",
+            "",
+        ]
         lines += ["| run | " + " | ".join(games) + " | mean |", "| --- |" + " ---: |" * (len(games) + 1)]
         for v, s in sorted(tuning, key=lambda key: (not key[0].startswith("tuning/"), key[0])):
             values = [final[v, s][g] for g in games]
@@ -93,11 +97,17 @@ def main() -> None:
 
     longer = sorted(v for v in runs if v.startswith("budget_4m/"))
     if "budget_4m/independent" in longer:
-        lines += ["", "A longer budget: 4,096,000 env steps per game, the same settings otherwise (run.sh with "
-                  "STEPS=4096000, in runs/budget_4m). Final greedy return, mean ± std over seeds, and relative to "
-                  "independent at the same budget (mean over games of per-game ratios):", ""]
-        lines += ["| run | seeds | " + " | ".join(games) + " | relative to independent |",
-                  "| --- | --- |" + " ---: |" * (len(games) + 1)]
+        lines += [
+            "",
+            "A longer budget: 4,096,000 env steps per game, the same settings otherwise (run.sh with "
+            "STEPS=4096000, in runs/budget_4m). Final greedy return, mean ± std over seeds, and relative to "
+            "independent at the same budget (mean over games of per-game ratios):",
+            "",
+        ]
+        lines += [
+            "| run | seeds | " + " | ".join(games) + " | relative to independent |",
+            "| --- | --- |" + " ---: |" * (len(games) + 1),
+        ]
         base_4m = {g: np.mean([final["budget_4m/independent", s][g] for s in runs["budget_4m/independent"]]) for g in games}
         for v in longer:
             cells = [mean_std([final[v, s][g] for s in runs[v]]) for g in games]

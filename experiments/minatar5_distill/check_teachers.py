@@ -39,7 +39,10 @@ def status(run_dir: str) -> tuple[str, str]:
     meta = info.meta
     total = meta["config"]["train"]["total_env_steps"]
     if meta.get("mode") != "independent":
-        return "unfit", f"{info.path}: mode {meta.get('mode')!r}; the teachers must come from an independent run (one network per game)"
+        return (
+            "unfit",
+            f"{info.path}: mode {meta.get('mode')!r}; the teachers must come from an independent run (one network per game)",
+        )
     games = [game_of(e) for e in meta["tasks"]]
     if tuple(games) != GAMES:
         return "unfit", f"{info.path}: tasks {meta['tasks']}; expected the MinAtar games in the order {', '.join(GAMES)}"

@@ -114,7 +114,10 @@ def curves(runs: Path, prefix: str) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for task, seeds in per_seed.items():
         n = min(len(s) for s in seeds)
-        col = lambda key: np.array([[float(p[key]) for p in s[:n]] for s in seeds])  # noqa: E731
+
+        def col(key, n=n, seeds=seeds):
+            return np.array([[float(p[key]) for p in s[:n]] for s in seeds])
+
         out[task] = {
             "steps": col("env_steps")[0],
             "student": col("student_return"),
@@ -157,7 +160,7 @@ def tables(multi: dict, quarter: dict) -> list[str]:
             "",
         ]
     if quarter:
-        (label, r), = quarter["tasks"].items()
+        ((label, r),) = quarter["tasks"].items()
         s, t_stored, t_own = quarter["student_params_per_task"], quarter["teacher_params_per_task"], r["teacher_params_own_game"]
         net = quarter["student_network"]
         lines += [

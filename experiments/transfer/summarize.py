@@ -69,7 +69,10 @@ def multi_teacher_rows(runs: Path) -> tuple[list[str], dict]:
         return [], {}
     summaries = [load(d) for d in dirs]
     meta = read_info(str(dirs[0])).meta
-    rows, data = [], {"runs": [str(d) for d in dirs], "student_params_stored": param_counts(read_info(str(dirs[0])))[0], "tasks": {}}
+    rows, data = (
+        [],
+        {"runs": [str(d) for d in dirs], "student_params_stored": param_counts(read_info(str(dirs[0])))[0], "tasks": {}},
+    )
     for i, label in enumerate(summaries[0]["tasks"]):
         teacher = [s["tasks"][label]["teacher_return"] for s in summaries]
         student = [s["tasks"][label]["student_return"] for s in summaries]
@@ -106,9 +109,13 @@ def plot(runs: Path, output: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
+    from matplotlib.ticker import FuncFormatter
 
-    panels = [("distill_cartpole", "CartPole-v1 (student 48-48)"), ("distill_breakout", "Breakout-MinAtar (MLP student 72-64)"), ("distill_multi", "3 CartPole teachers -> 1 student")]
+    panels = [
+        ("distill_cartpole", "CartPole-v1 (student 48-48)"),
+        ("distill_breakout", "Breakout-MinAtar (MLP student 72-64)"),
+        ("distill_multi", "3 CartPole teachers -> 1 student"),
+    ]
     panels = [(p, t) for p, t in panels if list(runs.glob(f"{p}_s*"))]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (prefix, title) in zip(axes[0], panels):
@@ -117,7 +124,7 @@ def plot(runs: Path, output: Path) -> None:
             ax.fill_between(xs, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.15)
         ax.axhline(100, color="grey", linewidth=1)
         ax.axhline(90, color="grey", linewidth=1, linestyle="--")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         ax.set_ylim(bottom=min(ax.get_ylim()[0], 80))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("env steps per task (teacher acting)")

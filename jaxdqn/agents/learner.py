@@ -189,9 +189,9 @@ class Learner:
         head = dict(params["head"])
         for name, carries_shift in head_output_layers(self.network.spec).items():
             layer = head[name]
-            kernel, bias = jax.vmap(
-                lambda w, b, o, n: popart_lib.preserve_linear(w, b, o, n, shift=carries_shift)
-            )(layer["kernel"], layer["bias"], old, new)
+            kernel, bias = jax.vmap(lambda w, b, o, n: popart_lib.preserve_linear(w, b, o, n, shift=carries_shift))(
+                layer["kernel"], layer["bias"], old, new
+            )
             head[name] = {**layer, "kernel": kernel, "bias": bias}
         return {**params, "head": head}
 
@@ -286,7 +286,7 @@ class Learner:
         support = self.support
         if support is not None:
             sigma = self.hl_gauss_sigma * support.bin_width
-            per_example = jax.vmap(jax.vmap(lambda l, y: losses.hl_gauss_loss(l, y, support.edges, sigma)))
+            per_example = jax.vmap(jax.vmap(lambda logits, y: losses.hl_gauss_loss(logits, y, support.edges, sigma)))
             q = support.expectation(q_taken)
             return per_example(q_taken, targets).mean(axis=1), jax.lax.stop_gradient(q).mean(axis=1)
         if stats is None:
@@ -396,4 +396,3 @@ def epsilon_greedy(key: jax.Array, q: jax.Array, epsilon: jax.Array, action_mask
     random_actions = jax.random.categorical(action_key, logits, shape=(batch,))
     explore = jax.random.uniform(explore_key, (batch,)) < epsilon
     return jnp.where(explore, random_actions, greedy).astype(jnp.int32)
-

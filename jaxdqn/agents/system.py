@@ -207,9 +207,7 @@ class System:
 
     def learn_if_due(self, state, metrics: Metrics, update_keys: jax.Array):
         """Gradient steps if the schedule calls for them at the state's env step count."""
-        return jax.lax.cond(
-            self.learn_due(state.env_steps), self.learn, lambda st, m, _: (st, m), state, metrics, update_keys
-        )
+        return jax.lax.cond(self.learn_due(state.env_steps), self.learn, lambda st, m, _: (st, m), state, metrics, update_keys)
 
     # -- a chunk -------------------------------------------------------------------------
 

@@ -40,10 +40,7 @@ def make_params(env_id: str, overrides: dict[str, Any], key: str = "tasks[].env_
     allowed = [f.name for f in dataclasses.fields(default)]
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise ConfigError(
-            f"config key '{key}': unknown parameter {unknown[0]!r} for {env_id}; "
-            f"allowed: {', '.join(allowed)}"
-        )
+        raise ConfigError(f"config key '{key}': unknown parameter {unknown[0]!r} for {env_id}; allowed: {', '.join(allowed)}")
     return env, default.replace(**overrides)
 
 
@@ -76,9 +73,9 @@ class GymnaxGroup:
 
     def _step_one(self, key, state, actions, params):
         keys = jax.random.split(key, self.num_envs)
-        obs, state, reward, terminated, truncated, info = jax.vmap(
-            self.env.step, in_axes=(0, 0, 0, None)
-        )(keys, state, actions, params)
+        obs, state, reward, terminated, truncated, info = jax.vmap(self.env.step, in_axes=(0, 0, 0, None))(
+            keys, state, actions, params
+        )
         step = EnvStep(
             obs=obs.astype(self.obs_dtype),
             next_obs=info["final_observation"].astype(self.obs_dtype),

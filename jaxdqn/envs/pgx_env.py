@@ -69,9 +69,7 @@ def make_params(env_id: str, overrides: dict[str, Any], key: str = "tasks[].env_
     allowed = [f.name for f in dataclasses.fields(PgxParams)]
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise ConfigError(
-            f"config key '{key}': unknown parameter {unknown[0]!r} for {env_id}; allowed: {', '.join(allowed)}"
-        )
+        raise ConfigError(f"config key '{key}': unknown parameter {unknown[0]!r} for {env_id}; allowed: {', '.join(allowed)}")
     params = PgxParams(**overrides)
     p = params.sticky_action_prob
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:

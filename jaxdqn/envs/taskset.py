@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdqn.envs import envpool_env, gymnax_env, pgx_env
-from jaxdqn.envs.base import EnvStep
 from jaxdqn.errors import ConfigError
 
 
@@ -69,8 +68,6 @@ def group_key(task: TaskSpec):
     return task.env_id
 
 
-
-
 def _pad_to(x: jax.Array, shape: tuple[int, ...], lead: int) -> jax.Array:
     """Zero-pads the trailing axes of ``x`` (after ``lead`` batch axes) up to ``shape``."""
     pads = [(0, 0)] * lead + [(0, t - s) for s, t in zip(x.shape[lead:], shape)]
@@ -103,18 +100,14 @@ class TaskSet:
             elif pgx_env.is_pgx_id(tasks[start].env_id):
                 group = pgx_env.PgxGroup(tasks[start].env_id, [t.env_params for t in tasks[start:stop]], num_envs)
             else:
-                group = gymnax_env.GymnaxGroup(
-                    tasks[start].env_id, [t.env_params for t in tasks[start:stop]], num_envs
-                )
+                group = gymnax_env.GymnaxGroup(tasks[start].env_id, [t.env_params for t in tasks[start:stop]], num_envs)
             self.groups.append((group, slice(start, stop)))
             start = stop
 
         shapes = [g.obs_shape for g, sl in self.groups for _ in range(sl.start, sl.stop)]
         ranks = {len(s) for s in shapes}
         if len(ranks) != 1:
-            raise ConfigError(
-                f"tasks: observations must all have the same rank to be padded; got shapes {shapes}"
-            )
+            raise ConfigError(f"tasks: observations must all have the same rank to be padded; got shapes {shapes}")
         self.obs_shape = tuple(int(max(dims)) for dims in zip(*shapes))
         self.task_obs_shapes = [tuple(int(d) for d in s) for s in shapes]
         dtypes = {g.obs_dtype for g, _ in self.groups}

@@ -49,10 +49,18 @@ class TeacherConfig:
 class _DistillSettings(ScheduleConfig, ReplayConfig, OptimizerConfig):
     """How to distil; the optimizer, replay and schedule keys are the dqn: section's."""
 
-    loss: str = _field("kl", choices=DISTILL_LOSSES, help="kl: KL(teacher || student) of softened policies; mse: Q regression; nll: teacher's greedy action")
+    loss: str = _field(
+        "kl",
+        choices=DISTILL_LOSSES,
+        help="kl: KL(teacher || student) of softened policies; mse: Q regression; nll: teacher's greedy action",
+    )
     tau_teacher: float = _field(0.01, low=0.0, low_open=True, help="kl: teacher softmax temperature (low sharpens)")
     tau_student: float = _field(1.0, low=0.0, low_open=True, help="kl and nll: student softmax temperature")
-    actor: str = _field("teacher", choices=("teacher", "student"), help="who acts to fill replay: the teacher, or the student (online distillation)")
+    actor: str = _field(
+        "teacher",
+        choices=("teacher", "student"),
+        help="who acts to fill replay: the teacher, or the student (online distillation)",
+    )
     actor_epsilon: float = _field(0.05, low=0.0, high=1.0, help="exploration of the acting policy")
 
 
@@ -112,7 +120,11 @@ def load_distill(path: str | Path, overrides: list[str] | None = None) -> Distil
 @dataclasses.dataclass(frozen=True)
 class FinetuneSettings:
     reinit_head: bool = _field(False, help="start the head from a fresh initialisation instead of the source's")
-    freeze_torso: str = _field("never", choices=("never", "first", "always"), help="keep the source torso fixed: never, for the first freeze_steps, or always")
+    freeze_torso: str = _field(
+        "never",
+        choices=("never", "first", "always"),
+        help="keep the source torso fixed: never, for the first freeze_steps, or always",
+    )
     freeze_steps: int = _field(0, low=0, help="with freeze_torso: first, env steps per task during which the torso stays fixed")
     learning_rate: float = _field(0.0, low=0.0, help="Adam step size of the fine-tuning run (0: dqn.learning_rate)")
     torso_lr_scale: float = _field(1.0, low=0.0, help="the torso learns at learning_rate * torso_lr_scale")
@@ -131,14 +143,22 @@ class AssistSettings:
     tau_student: float = _field(1.0, low=0.0, low_open=True, help="kl and nll: student softmax temperature")
     beta_start: float = _field(1.0, low=0.0, help="weight of the distillation term at the first update")
     beta_end: float = _field(0.0, low=0.0, help="weight the distillation term decays towards")
-    beta_schedule: str = _field("linear", choices=("constant", "linear", "exponential"), help="constant: beta_start; linear: reaches beta_end at beta_decay_steps; exponential: halves the distance to beta_end every beta_decay_steps")
+    beta_schedule: str = _field(
+        "linear",
+        choices=("constant", "linear", "exponential"),
+        help="constant: beta_start; linear: reaches beta_end at beta_decay_steps; exponential: halves the distance to beta_end every beta_decay_steps",
+    )
     beta_decay_steps: int = _field(50_000, low=1, help="env steps per task of the decay (see beta_schedule)")
 
 
 @dataclasses.dataclass(frozen=True)
 class TransferSettings:
-    method: str = _field("finetune", choices=TRANSFER_METHODS, help="scratch (baseline), finetune, progressive or distill (distillation-assisted)")
-    sources: tuple[str, ...] = _field((), help="source checkpoints (progressive: one frozen column each; finetune and distill: exactly one)")
+    method: str = _field(
+        "finetune", choices=TRANSFER_METHODS, help="scratch (baseline), finetune, progressive or distill (distillation-assisted)"
+    )
+    sources: tuple[str, ...] = _field(
+        (), help="source checkpoints (progressive: one frozen column each; finetune and distill: exactly one)"
+    )
     source_task: int = _field(0, low=0, help="which task of each source checkpoint to transfer from (its index)")
     finetune: FinetuneSettings = _field(FinetuneSettings())
     progressive: ProgressiveSettings = _field(ProgressiveSettings())
@@ -167,12 +187,18 @@ def _check_transfer(t: TransferSettings) -> None:
     if t.method == "scratch":
         return
     if not t.sources:
-        raise ConfigError(f"config key 'transfer.sources': got an empty list; allowed: one or more checkpoint paths (method {t.method!r} needs a source)")
+        raise ConfigError(
+            f"config key 'transfer.sources': got an empty list; allowed: one or more checkpoint paths (method {t.method!r} needs a source)"
+        )
     if t.method in ("finetune", "distill") and len(t.sources) != 1:
-        raise ConfigError(f"config key 'transfer.sources': got {len(t.sources)} checkpoints; allowed: exactly one with method {t.method!r}")
+        raise ConfigError(
+            f"config key 'transfer.sources': got {len(t.sources)} checkpoints; allowed: exactly one with method {t.method!r}"
+        )
     f = t.finetune
     if t.method == "finetune" and f.freeze_torso == "first" and f.freeze_steps == 0:
-        raise ConfigError("config key 'transfer.finetune.freeze_steps': got 0; allowed: > 0 with transfer.finetune.freeze_torso: first")
+        raise ConfigError(
+            "config key 'transfer.finetune.freeze_steps': got 0; allowed: > 0 with transfer.finetune.freeze_torso: first"
+        )
 
 
 def transfer_from_dict(data: dict) -> TransferConfig:

@@ -68,11 +68,17 @@ def task_distill_losses(
     chex.assert_rank([q_student, q_teacher, action_mask], [3, 3, 2])
     chex.assert_equal_shape([q_student, q_teacher])
     if kind == "kl":
-        one = lambda s, t, m: losses.distill_kl(s, t, tau_teacher, tau_student, m)  # noqa: E731
+
+        def one(s, t, m):
+            return losses.distill_kl(s, t, tau_teacher, tau_student, m)
+
     elif kind == "mse":
         one = losses.distill_mse
     elif kind == "nll":
-        one = lambda s, t, m: losses.distill_nll(s, t, m, tau_student)  # noqa: E731
+
+        def one(s, t, m):
+            return losses.distill_nll(s, t, m, tau_student)
+
     else:
         raise ValueError(f"distillation loss must be one of 'kl', 'mse', 'nll'; got {kind!r}")
     per_example = jax.vmap(jax.vmap(one, in_axes=(0, 0, None)))(q_student, q_teacher, action_mask)

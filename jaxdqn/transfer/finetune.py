@@ -87,7 +87,10 @@ def split_optimizer(
             torso_head_labels,
         )
     if callable(step_size):
-        torso_step = lambda count: torso_lr_scale * step_size(count)  # noqa: E731
+
+        def torso_step(count):
+            return torso_lr_scale * step_size(count)
+
     else:
         torso_step = torso_lr_scale * step_size
     torso = optax.adam(torso_step, eps=adam_eps)

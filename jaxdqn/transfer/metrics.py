@@ -54,7 +54,7 @@ def jumpstart(transfer: Curve, scratch: Curve) -> float:
 
 def asymptotic(c: Curve, last: int = 1) -> float:
     """Mean of the last ``last`` points."""
-    return float(np.mean(c.y[-max(1, last):]))
+    return float(np.mean(c.y[-max(1, last) :]))
 
 
 def area(c: Curve, lo: float | None = None, hi: float | None = None) -> float:
@@ -261,7 +261,9 @@ def format_table(results: list[GroupResult], threshold: float, markdown: bool = 
     return "\n".join(out)
 
 
-def plot_comparison(results: list[GroupResult], threshold: float, output: str | Path, metric: str = "eval_return", title: str = "") -> Path:
+def plot_comparison(
+    results: list[GroupResult], threshold: float, output: str | Path, metric: str = "eval_return", title: str = ""
+) -> Path:
     """Mean curve of each group with the seeds' range shaded, and the threshold line."""
     import matplotlib
 
@@ -270,7 +272,9 @@ def plot_comparison(results: list[GroupResult], threshold: float, output: str | 
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for g in results:
-        (line,) = ax.plot(g.curve.x, g.curve.y, label=f"{g.name} ({g.method}, {len(g.runs)} seeds)", marker="." if len(g.curve.x) < 30 else None)
+        (line,) = ax.plot(
+            g.curve.x, g.curve.y, label=f"{g.name} ({g.method}, {len(g.runs)} seeds)", marker="." if len(g.curve.x) < 30 else None
+        )
         if len(g.runs) > 1:
             ys = np.array([np.interp(g.curve.x, r.curve.x, r.curve.y) for r in g.runs])
             ax.fill_between(g.curve.x, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.15)

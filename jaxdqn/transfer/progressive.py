@@ -45,9 +45,7 @@ def layer_plan(spec: NetworkSpec) -> list[tuple[str, int]]:
     if spec.torso == "minatar_cnn":
         t = MinAtarTorso()
         return [("conv3x3", t.channels), ("dense", t.hidden)]
-    raise ConfigError(
-        f"progressive networks support the torsos {', '.join(PROGRESSIVE_TORSOS)}; got {spec.torso!r}"
-    )
+    raise ConfigError(f"progressive networks support the torsos {', '.join(PROGRESSIVE_TORSOS)}; got {spec.torso!r}")
 
 
 def _flat(x: jax.Array) -> jax.Array:
@@ -103,12 +101,12 @@ class NewColumn(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array, sources: Sequence[Sequence[jax.Array]]) -> jax.Array:
         h = preprocess(obs)
-        for l, (kind, width) in enumerate(self.plan):
-            z = _layer(kind, width, name=f"layer_{l}")(_flat(h) if kind == "dense" else h)
-            if l > 0 and kind == "dense":  # (the supported torsos have a conv layer first only)
+        for depth, (kind, width) in enumerate(self.plan):
+            z = _layer(kind, width, name=f"layer_{depth}")(_flat(h) if kind == "dense" else h)
+            if depth > 0 and kind == "dense":  # (the supported torsos have a conv layer first only)
                 for j, column in enumerate(sources):
-                    if l - 1 < len(column):
-                        z = z + Lateral(width, self.adapter_size, self.scale_init, name=f"lateral_{l}_{j}")(column[l - 1])
+                    if depth - 1 < len(column):
+                        z = z + Lateral(width, self.adapter_size, self.scale_init, name=f"lateral_{depth}_{j}")(column[depth - 1])
             h = nn.relu(z)
         q = nn.Dense(self.num_actions, name="out")(_flat(h))
         for j, column in enumerate(sources):

@@ -110,8 +110,13 @@ def build_distiller(cfg: tconfig.DistillConfig) -> DistillSetup:
     loss = LossSpec(d.loss, d.tau_teacher, d.tau_student)
     distiller = Distiller(student, teachers, task_set, schedule(student_cfg), loss, actor=d.actor)
     records = [
-        {"checkpoint": src.path, "task": t.task, "label": src.label(t.task), "network": src.meta["network"],
-         "train_eval_return": (src.meta.get("eval_return") or [None] * src.num_tasks)[t.task]}
+        {
+            "checkpoint": src.path,
+            "task": t.task,
+            "label": src.label(t.task),
+            "network": src.meta["network"],
+            "train_eval_return": (src.meta.get("eval_return") or [None] * src.num_tasks)[t.task],
+        }
         for t, src in zip(cfg.teachers, sources)
     ]
     return DistillSetup(distiller, student_cfg, records)
@@ -264,7 +269,12 @@ def _assisted_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source)
     problems = []
     for i, label in enumerate(tasks.labels):
         problems += fit_problems(src, tr.source_task, label, tasks.task_num_actions[i], tasks.obs_shape)
-    refuse("source checkpoint", src, sorted(set(problems), key=problems.index), "the teacher's Q-values must cover the target's actions")
+    refuse(
+        "source checkpoint",
+        src,
+        sorted(set(problems), key=problems.index),
+        "the teacher's Q-values must cover the target's actions",
+    )
     a = tr.distill
     teacher = TeacherSet(tuple(src.fixed_q(tr.source_task, tasks.num_actions) for _ in range(tasks.num_tasks)))
     return derive(

@@ -200,7 +200,11 @@ def describe(path: str) -> str:
     lines.append(f"network      {net}")
     lines.append(f"mode         {meta.get('mode', '?')}")
     lines.append(f"obs shape    {list(info.obs_shape)} (padded, as the network sees it)")
-    lines.append(f"env steps    {meta.get('env_steps', '?'):,} per task" if isinstance(meta.get("env_steps"), int) else f"env steps    {meta.get('env_steps', '?')}")
+    lines.append(
+        f"env steps    {meta.get('env_steps', '?'):,} per task"
+        if isinstance(meta.get("env_steps"), int)
+        else f"env steps    {meta.get('env_steps', '?')}"
+    )
     evals = meta.get("eval_return")
     tasks_cfg = meta.get("config", {}).get("tasks", [])
     lines.append(f"tasks        {info.num_tasks}")
