@@ -50,23 +50,24 @@ def update_stats(stats: PopArtState, targets: Array, step_size: float, scale_lb:
     return jax.vmap(one_task)(stats, targets)
 
 
-def _per_task(fn, stats: PopArtState, values: Array) -> Array:
-    """Applies ``fn(stats_i, values_i, indices)`` for each task ``i`` of ``values [T, ...]``."""
+def normalize_task(stats: PopArtState, values: Array) -> Array:
+    """One task's ``(values - mu) / sigma`` (``stats`` leaves ``[1]``, ``values`` any shape)."""
+    return rlax.normalize(stats, values, jnp.zeros(jnp.shape(values), jnp.int32))
 
-    def one_task(task_stats, task_values):
-        return fn(task_stats, task_values, jnp.zeros(task_values.shape, jnp.int32))
 
-    return jax.vmap(one_task)(stats, values)
+def unnormalize_task(stats: PopArtState, values: Array) -> Array:
+    """One task's ``sigma * values + mu`` (``stats`` leaves ``[1]``, ``values`` any shape)."""
+    return rlax.unnormalize(stats, values, jnp.zeros(jnp.shape(values), jnp.int32))
 
 
 def normalize(stats: PopArtState, values: Array) -> Array:
     """``(values - mu_i) / sigma_i`` for task ``i`` of ``values [T, ...]``."""
-    return _per_task(rlax.normalize, stats, values)
+    return jax.vmap(normalize_task)(stats, values)
 
 
 def unnormalize(stats: PopArtState, values: Array) -> Array:
     """``sigma_i * values + mu_i`` for task ``i`` of ``values [T, ...]``."""
-    return _per_task(rlax.unnormalize, stats, values)
+    return jax.vmap(unnormalize_task)(stats, values)
 
 
 def identity_stats(stats: PopArtState) -> PopArtState:

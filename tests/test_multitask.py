@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import dataclasses
 import textwrap
 
 import jax
@@ -164,20 +165,29 @@ def test_masked_actions_are_never_taken():
 def test_masked_actions_never_bootstrap():
     cfg = cfg_for([{"env_id": "Breakout-MinAtar"}, {"env_id": "Asterix-MinAtar"}], network={"torso": "minatar_cnn"})
     learner = build_agent(cfg).learner
-    q_tm1 = jnp.zeros((1, 5))
-    q_t = jnp.array([[1.0, 2.0, 3.0, 100.0, 200.0]])
+    # Q(s', .) = [1, 2, 3, 100, 200] for both tasks: Breakout has 3 valid actions, Asterix 5
+    q_t = jnp.broadcast_to(jnp.array([1.0, 2.0, 3.0, 100.0, 200.0]), (2, 1, 5))
     batch = __import__("jaxdqn").replay.Transition(
         obs=None,
-        action=jnp.array([0]),
-        reward=jnp.array([0.0]),
-        next_obs=None,
-        terminated=jnp.array([False]),
-        truncated=jnp.array([False]),
+        action=jnp.zeros((2, 1), jnp.int32),
+        reward=jnp.zeros((2, 1)),
+        next_obs=q_t,
+        terminated=jnp.zeros((2, 1), bool),
+        truncated=jnp.zeros((2, 1), bool),
     )
-    td_breakout = learner._task_td(q_tm1, q_t, q_t, batch, jnp.asarray(learner.action_mask[0]))
-    td_asterix = learner._task_td(q_tm1, q_t, q_t, batch, jnp.asarray(learner.action_mask[1]))
-    np.testing.assert_allclose(td_breakout, [0.99 * 3.0])
-    np.testing.assert_allclose(td_asterix, [0.99 * 200.0])
+    as_network = dataclasses.replace(learner, network=IdentityNetwork())
+    no_params = {"torso": {}, "head": {}}
+    targets = as_network.td_targets(no_params, no_params, batch)
+    np.testing.assert_allclose(targets[:, 0], [0.99 * 3.0, 0.99 * 200.0], rtol=1e-6)
+
+
+class IdentityNetwork:
+    """A stand-in network whose Q-values are its input."""
+
+    spec = __import__("jaxdqn").networks.NetworkSpec()
+
+    def apply(self, params, obs):
+        return obs
 
 
 SHARDED_SCRIPT = textwrap.dedent(

@@ -157,7 +157,7 @@ def test_hard_sharing_pcgrad_projects_the_per_task_torso_gradients():
     batch = random_batch(1, num_tasks)
     target = jax.tree_util.tree_map(lambda x: x * 0.9, params)
     targets = jax.jit(learner.td_targets)(params, target, batch)
-    grads, _ = jax.jit(learner._pcgrad_gradients)(params, targets, batch, None, keys)
+    grads, _ = jax.jit(learner._surgery_gradients)(params, targets, batch, None, keys, 0)
 
     def task_loss(p, i):
         return learner.task_losses(p, targets, batch)[0][i]

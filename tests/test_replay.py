@@ -319,6 +319,7 @@ def test_truncated_only_at_the_time_limit(cartpole_rollout):
 def test_td_target_bootstraps_on_truncation_only(cartpole_rollout):
     """gamma = 0.9: a truncated transition's target uses Q(next_obs), a terminated one's does not."""
     from jaxdqn.agents.learner import Learner
+    from jaxdqn.agents.parts import Regression
     from jaxdqn.networks import NetworkSpec, QNetwork
 
     r = cartpole_rollout
@@ -333,7 +334,7 @@ def test_td_target_bootstraps_on_truncation_only(cartpole_rollout):
         num_tasks=1,
         action_mask=np.ones((1, 2), bool),
         gamma=gamma,
-        loss_kind="squared",
+        value_loss=Regression("squared"),
     )
     params = learner.init_params(jax.random.PRNGKey(0)[None], jnp.asarray(flat["obs"][:1]))
     # A target network whose every Q-value is 5 higher than the online network's.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import optax
 
 from jaxdqn import replay
+from jaxdqn.agents import parts
 from jaxdqn.agents.dqn import DQNAgent, TargetUpdate
 from jaxdqn.agents.schedule import Schedule
 from jaxdqn.agents.learner import Learner
@@ -86,26 +88,40 @@ def total_updates(cfg: Config) -> int:
     return max(1, schedule(cfg).updates_by(cfg.train.total_env_steps))
 
 
+def build_optimizer(cfg: Config) -> optax.GradientTransformation:
+    """One task's optimizer (or the shared network's): clipping, then Adam, with the
+    step size decaying linearly to 0 over the run when ``dqn.lr_decay`` is on."""
+    d = cfg.dqn
+    return parts.adam(d.learning_rate, d.adam_eps, d.max_grad_norm, lr_decay_updates(cfg))
+
+
+def lr_decay_updates(cfg: Config) -> int:
+    """Updates over which the step size decays linearly to 0 (``0``: it stays constant)."""
+    return total_updates(cfg) if cfg.dqn.lr_decay else 0
+
+
 def build_learner(cfg: Config, tasks: TaskSet) -> Learner:
     d, m = cfg.dqn, cfg.multitask
-    same_name = {
-        **{k: getattr(d, k) for k in ("gamma", "double", "huber_delta", "learning_rate", "adam_eps", "max_grad_norm")},
-        **{k: getattr(d, k) for k in ("popart", "popart_step_size", "popart_scale_lb", "popart_scale_ub")},
-        **{k: getattr(m, k) for k in ("mode", "soft_lambda", "soft_penalty_on", "gradient_surgery")},
-    }
+    network = QNetwork(network_spec(cfg), tasks.num_actions)
     return Learner(
-        network=QNetwork(network_spec(cfg), tasks.num_actions),
+        network=network,
         num_tasks=tasks.num_tasks,
         action_mask=np.asarray(tasks.action_mask),
+        mode=m.mode,
         shared_head=m.hard_heads == "shared",
         task_weights=tuple(t.weight for t in cfg.tasks),
+        gamma=d.gamma,
+        double=d.double,
         reward_scale=tuple(t.reward_scale for t in cfg.tasks),
-        loss_kind="huber" if d.loss == "hl_gauss" else d.loss,
-        hl_gauss_sigma=d.hl_gauss_sigma,
-        obs_valid=tasks.obs_valid if cfg.network.task_input_layers else None,
-        lr_decay_updates=total_updates(cfg) if d.lr_decay else 0,
+        optimizer=build_optimizer(cfg),
+        value_loss=parts.value_loss_for(
+            network.spec, "huber" if d.loss == "hl_gauss" else d.loss, d.huber_delta, d.hl_gauss_sigma
+        ),
+        popart=parts.PopArt(d.popart_step_size, d.popart_scale_lb, d.popart_scale_ub) if d.popart else None,
+        surgery=parts.PCGrad() if m.gradient_surgery == "pcgrad" else None,
+        soft=parts.SoftSharing(m.soft_lambda, m.soft_penalty_on) if m.mode == "soft" else None,
         task_batching=task_batching(cfg),
-        **same_name,
+        obs_valid=tasks.obs_valid if cfg.network.task_input_layers else None,
     )
 
 

@@ -31,7 +31,7 @@ from jaxdqn.envs import TaskSet
 class TrainState(NamedTuple):
     params: Any
     target_params: Any  # with PopArt: unnormalised (statistics folded in, Learner.target_source)
-    opt_state: Any  # with PopArt: learner.PopArtOptState, which also holds the per-task statistics
+    opt_state: Any  # with PopArt: agents.parts.PopArtOptState, which also holds the per-task statistics
     env_state: Any
     obs: jax.Array  # [T, num_envs, *obs_shape]
     replay: replay.ReplayState  # leaves [T, capacity, ...]
@@ -92,10 +92,12 @@ class DQNAgent(System):
         return replay.Transition(state.obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
 
     def gradient_step(self, state: TrainState, batch, keys: jax.Array) -> tuple[TrainState, dict]:
-        surgery = {}
-        if self.learner.gradient_surgery != "none":  # PCGrad's orders: a stream of their own from each task's key
-            surgery["keys"] = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-        params, opt_state, info = self.learner.update(state.params, state.target_params, state.opt_state, batch, **surgery)
+        surgery = None
+        if self.learner.surgery is not None:  # its random orders: a stream of their own from each task's key
+            surgery = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+        params, opt_state, info = self.learner.update(
+            state.params, state.target_params, state.opt_state, batch, keys=surgery, count=state.updates
+        )
         # with PopArt the target follows the unnormalised parameters (Learner.target_source)
         target = self.target(self.learner.target_source(params, opt_state), state.target_params, state.updates + 1)
         state = state._replace(params=params, target_params=target, opt_state=opt_state)

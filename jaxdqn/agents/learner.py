@@ -1,52 +1,50 @@
-"""The DQN learner over T tasks: parameters, TD loss, one gradient step.
+"""The TD learner over T tasks, built from parts (jaxdqn/agents/parts.py).
 
 Parameters are ``{"torso": ..., "head": ...}`` with a leading task axis ``T``
 on every leaf, except in hard sharing, where the torso has no task axis (one
-set shared by all tasks) and only the heads are stacked. A single-task run is
-``T = 1`` through the same code.
+set shared by all tasks) and only the heads are stacked; a layer named
+``task_...`` (a per-task input layer, task conditioning) is per task in every
+mode (jaxdqn/task_axis.py). A single-task run is ``T = 1`` through the same code.
 
 Modes:
 
-- ``independent``: T networks; loss ``sum_i L_i``; each task has its own Adam
-  state and its own gradient clipping (vmapped), so task ``i`` follows exactly
-  the updates a single-task run would make.
+- ``independent``: T networks; each task has its own optimizer state and its own
+  gradient clipping (the optimizer vmapped), so task ``i`` follows exactly the
+  updates a single-task run would make.
 - ``hard``: shared torso, heads per task (or one shared head whose unused
-  actions are masked); loss ``sum_i w_i L_i``; one optimizer.
-- ``soft``: per-task networks as in ``independent``, plus
-  ``lambda * sum_{i != j} ||theta_i - theta_j||^2`` over all parameters or the
-  torso only.
+  actions are masked); one optimizer.
+- ``soft``: per-task networks as in ``independent``, plus a :class:`~jaxdqn.agents.parts.SoftSharing`
+  penalty.
 
-Options (any mode unless said):
+The loss of one update, with ``L_i`` task ``i``'s value loss on its own batch and
+``term_i`` the per-task terms (:class:`~jaxdqn.agents.parts.TaskTerm`):
+
+``L = sum_i w_i (L_i + term_i) + penalty``  (``w_i = 1`` unless hard sharing sets weights)
+
+Every task's part of it is one function of that task's parameters
+(:meth:`Learner.task_objective`): the plain update differentiates the sum, gradient
+surgery differentiates each task's part on its own and combines the gradients of
+the shared parameters. TD targets come from outside the gradient
+(:meth:`Learner.td_targets` for DQN's target network; another system may bring its
+own, see :meth:`Learner.step`); with PopArt they are unnormalised, and the
+statistics move towards them before the step.
+
+Options:
 
 - ``reward_scale``: task ``i``'s rewards are multiplied by ``reward_scale[i]``
   in its TD targets (replay keeps the env's rewards).
-- ``popart``: per-task value normalisation (jaxdqn/popart.py). The network
-  outputs normalised values ``q~``; task ``i``'s Q-values are
-  ``sigma_i * q~ + mu_i``. Each update: unnormalised targets
-  ``y = r + gamma * Q_target(s', a*)``; statistics updated from ``y``; each
-  task's last layer rescaled so that its unnormalised outputs are unchanged;
-  loss on ``(y - mu_i') / sigma_i' - q~(s, a)``. The target network holds
-  unnormalised parameters (the statistics folded into its last layer, see
-  ``target_source``). The statistics live in the optimizer state
-  (:class:`PopArtOptState`), so checkpoints carry them.
-- ``gradient_surgery="pcgrad"`` (hard sharing): the shared parameters step
-  along PCGrad's sum of projected per-task gradients
-  (:func:`jaxdqn.losses.pcgrad`); each task's head keeps its plain gradient.
-- a network with a value support (``network.spec.value_bins > 0``): the loss is
-  HL-Gauss's cross-entropy (:func:`jaxdqn.losses.hl_gauss_loss`) between the
-  logits of ``Q(s, a)`` and the TD target smoothed into a histogram by a Gaussian
-  of width ``hl_gauss_sigma`` bin widths; Q-values are the logits' expectations.
-- a network with a per-task input layer (``network.spec.task_input_layer``):
-  ``obs_valid [T, *obs_shape]`` says which entries of the padded observations are
-  task ``i``'s own; at init each task's first-layer weights on the other entries are
-  zeroed (the padding is zero, so they get no gradient and stay zero) and the
-  rest scaled to the fan-in of the task's own inputs.
+- ``obs_valid [T, *obs_shape]`` with a per-task input layer (``network.spec.task_input_layer``):
+  which entries of the padded observations are task ``i``'s own; at init each task's
+  first-layer weights on the other entries are zeroed (the padding is zero, so they
+  get no gradient and stay zero) and the rest scaled to the fan-in of the task's own inputs.
+- ``param_init``: a function ``(learner, fresh_params) -> params`` that changes the
+  initial parameters (fine-tuning puts a source network in place).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,25 +53,19 @@ import optax
 
 from jaxdqn import losses
 from jaxdqn import popart as popart_lib
-from jaxdqn.networks import TASK_INPUT, QNetwork, head_output_layers, input_weight_mask
+from jaxdqn.agents import parts
+from jaxdqn.agents.parts import PopArtOptState
+from jaxdqn.networks import TASK_INPUT, QNetwork, input_weight_mask
 from jaxdqn.replay import Transition
-from jaxdqn import task_axis
 from jaxdqn.task_axis import TaskAxis
 
 Params = Any
 
 
 class LossInfo(NamedTuple):
-    task_loss: jax.Array  # [T] mean TD loss per task
-    q_mean: jax.Array  # [T] mean Q(s, a) of the sampled actions
-    penalty: jax.Array  # [] soft-sharing penalty (0 elsewhere)
-
-
-class PopArtOptState(NamedTuple):
-    """The optimizer state of a learner with PopArt: the optimizer's own, and the statistics."""
-
-    inner: Any
-    stats: popart_lib.PopArtState  # leaves [T, 1]
+    task_loss: jax.Array  # [T] mean value loss per task (without its terms)
+    q_mean: jax.Array  # [T] mean Q(s, a) of the sampled actions (unnormalised)
+    penalty: jax.Array  # [] soft-sharing penalty plus the per-task terms, summed (0 without them)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -86,40 +78,33 @@ class Learner:
     task_weights: tuple[float, ...] | None = None
     gamma: float = 0.99
     double: bool = False
-    loss_kind: str = "huber"
-    huber_delta: float = 1.0
-    learning_rate: float = 2.5e-4
-    lr_decay_updates: int = 0  # > 0: decay the step size linearly to 0 over this many updates
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 10.0
-    soft_lambda: float = 0.0
-    soft_penalty_on: str = "all"
-    task_batching: str = "vmap"  # "vmap" or "unroll": how the network runs over the task axis
     reward_scale: tuple[float, ...] | None = None  # [T] multiplies each task's rewards in its targets
-    popart: bool = False
-    popart_step_size: float = 3e-4  # per target (rlax.art); see jaxdqn/popart.py
-    popart_scale_lb: float = 1e-4
-    popart_scale_ub: float = 1e6
-    gradient_surgery: str = "none"  # "none" or "pcgrad" (hard sharing)
-    hl_gauss_sigma: float = 0.75  # in bin widths; used when the network has a value support
+    optimizer: optax.GradientTransformation = parts.adam()  # one task's (hard sharing: the whole network's)
+    value_loss: parts.Regression | parts.HLGauss | None = None  # None: parts.value_loss_for(network.spec)
+    popart: parts.PopArt | None = None
+    surgery: parts.PCGrad | None = None
+    soft: parts.SoftSharing | None = None  # soft sharing's penalty
+    terms: tuple[parts.TaskTerm, ...] = ()
+    task_batching: str = "vmap"  # "vmap" or "unroll": how the network runs over the task axis
     obs_valid: np.ndarray | None = None  # [T, *obs_shape] bool: each task's own observation entries
+    param_init: Callable[[Any, Params], Params] | None = None
 
     def __post_init__(self):
-        if self.popart and self.mode == "hard" and self.shared_head:
+        if self.value_loss is None:
+            object.__setattr__(self, "value_loss", parts.value_loss_for(self.network.spec))
+        classifies = isinstance(self.value_loss, parts.HLGauss)
+        if classifies != (self.network.spec.support is not None):
+            raise ValueError("an HLGauss value loss needs a network with a value support, and such a network needs it")
+        if self.popart is not None and self.mode == "hard" and self.shared_head:
             raise ValueError("PopArt needs one head per task; a shared head cannot carry per-task statistics")
-        if self.gradient_surgery not in ("none", "pcgrad"):
-            raise ValueError(f"gradient_surgery must be 'none' or 'pcgrad'; got {self.gradient_surgery!r}")
-        if self.gradient_surgery == "pcgrad" and self.mode != "hard":
-            raise ValueError(f"gradient_surgery 'pcgrad' needs hard sharing; got mode {self.mode!r}")
-        if self.popart and self.support is not None:
+        if self.popart is not None and classifies:
             raise ValueError("PopArt normalises regressed Q-values; a classification value head has no such output")
+        if self.surgery is not None and self.mode != "hard":
+            raise ValueError(f"gradient surgery needs hard sharing; got mode {self.mode!r}")
+        if (self.soft is not None) != (self.mode == "soft"):
+            raise ValueError(f"a soft-sharing penalty goes with mode 'soft' and only with it; got mode {self.mode!r}")
 
     # -- parameters ---------------------------------------------------------
-
-    @property
-    def support(self):
-        """The network's value support (``None``: it regresses Q-values)."""
-        return self.network.spec.support
 
     @property
     def per_task_optimizer(self) -> bool:
@@ -143,7 +128,8 @@ class Learner:
         per_task = jax.vmap(lambda k: self.network.init(k, example_obs))(task_keys)
         if self.network.spec.task_input_layer and self.obs_valid is not None:
             per_task = self._own_inputs_only(per_task)
-        return self.task_axis.from_per_task(per_task)
+        params = self.task_axis.from_per_task(per_task)
+        return params if self.param_init is None else self.param_init(self, params)
 
     def _own_inputs_only(self, per_task: Params) -> Params:
         """Each task's input layer keeps only the weights on its own observation entries,
@@ -157,56 +143,34 @@ class Learner:
         torso = {**per_task["torso"], TASK_INPUT: {**layer, "kernel": kernel}}
         return {**per_task, "torso": torso}
 
-    def base_optimizer(self) -> optax.GradientTransformation:
-        """One task's optimizer (or the whole shared network's in hard sharing)."""
-        return optax.chain(
-            optax.clip_by_global_norm(self.max_grad_norm),
-            optax.adam(self.step_size, eps=self.adam_eps),
-        )
-
     @property
-    def optimizer(self) -> optax.GradientTransformation:
-        """:meth:`base_optimizer`, run once per task where the mode keeps tasks apart."""
-        return per_task(self.base_optimizer(), self.per_task_optimizer)
-
-    @property
-    def step_size(self) -> float | optax.Schedule:
-        if self.lr_decay_updates > 0:
-            return optax.linear_schedule(self.learning_rate, 0.0, self.lr_decay_updates)
-        return self.learning_rate
+    def task_optimizer(self) -> optax.GradientTransformation:
+        """``optimizer``, run once per task where the mode keeps tasks apart."""
+        return parts.per_task(self.optimizer, self.per_task_optimizer)
 
     def init_opt_state(self, params: Params):
-        inner = self.optimizer.init(params)
-        if self.popart:
-            return PopArtOptState(inner, popart_lib.init_stats(self.num_tasks))
+        inner = self.task_optimizer.init(params)
+        if self.popart is not None:
+            return PopArtOptState(inner, self.popart.init(self.num_tasks))
         return inner
-
-    # -- PopArt -------------------------------------------------------------
-
-    def rescale_heads(self, params: Params, old: popart_lib.PopArtState, new: popart_lib.PopArtState) -> Params:
-        """Each task's last layer rescaled from statistics ``old`` to ``new`` so that its
-        unnormalised outputs ``sigma * q~ + mu`` stay the same (jaxdqn.popart.preserve_linear)."""
-        head = dict(params["head"])
-        for name, carries_shift in head_output_layers(self.network.spec).items():
-            layer = head[name]
-            kernel, bias = jax.vmap(lambda w, b, o, n: popart_lib.preserve_linear(w, b, o, n, shift=carries_shift))(
-                layer["kernel"], layer["bias"], old, new
-            )
-            head[name] = {**layer, "kernel": kernel, "bias": bias}
-        return {**params, "head": head}
 
     def target_source(self, params: Params, opt_state) -> Params:
         """What the target network follows: the online parameters, with PopArt's statistics
         folded into the last layer (``W sigma``, ``b sigma + mu``) so that it outputs
         unnormalised Q-values."""
-        if not self.popart:
+        if self.popart is None:
             return params
         stats = opt_state.stats
         return self.rescale_heads(params, stats, popart_lib.identity_stats(stats))
 
+    def rescale_heads(self, params: Params, old, new) -> Params:
+        """PopArt: each task's last layer moved from statistics ``old`` to ``new``, outputs preserved."""
+        return parts.rescale_heads(self.network.spec, params, old, new)
+
     def apply_gradients(self, grads: Params, opt_state, params: Params):
-        """One optimizer step -> (params, opt_state)."""
-        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        """One optimizer step -> (params, opt_state); ``opt_state`` is the optimizer's own
+        (with PopArt: ``opt_state.inner``)."""
+        updates, opt_state = self.task_optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
     # -- acting -------------------------------------------------------------
@@ -216,7 +180,8 @@ class Learner:
         return self.task_axis.task_slice(params, i)
 
     def q_values(self, params: Params, obs: jax.Array) -> jax.Array:
-        """``obs [T, B, *obs_shape]`` -> Q-values ``[T, B, A]``."""
+        """``obs [T, B, *obs_shape]`` -> Q-values ``[T, B, A]`` (with PopArt: normalised,
+        which keeps every task's greedy action)."""
         return self._over_tasks(self.network.apply, params, obs)
 
     def head_outputs(self, params: Params, obs: jax.Array) -> jax.Array:
@@ -224,166 +189,145 @@ class Learner:
         logits ``[T, B, A, bins]``."""
         return self._over_tasks(self.network.head_output, params, obs)
 
-    def _over_tasks(self, fn, params: Params, obs: jax.Array) -> jax.Array:
-        """``fn(task_params, obs)`` for every task.
+    def _over_tasks(self, fn, params: Params, *per_task_args):
+        """``fn(task_params, *task_args)`` for every task; each of ``per_task_args`` has a
+        leading task axis on all its leaves.
 
         ``vmap`` batches the T networks into one set of ops; ``unroll`` emits
         T separate copies inside the same compiled function, which is faster
         for convolutions on the CPU backend (see benchmarks/bench_multitask.py).
         """
         if self.task_batching == "unroll":
-            return jnp.stack([fn(self.task_params(params, i), obs[i]) for i in range(self.num_tasks)])
-        return jax.vmap(fn, in_axes=(self.param_axes(params), 0))(params, obs)
+            outs = [
+                fn(self.task_params(params, i), *jax.tree_util.tree_map(lambda x: x[i], per_task_args))
+                for i in range(self.num_tasks)
+            ]
+            return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+        return jax.vmap(fn, in_axes=(self.param_axes(params),) + (0,) * len(per_task_args))(params, *per_task_args)
 
-    # -- learning -----------------------------------------------------------
-
-    def _task_td(self, q_tm1, q_t_target, q_t_online, batch: Transition, mask, reward_scale=None):
-        """TD errors ``[B]`` of one task's batch: ``y - Q(s, a)``."""
-        q_taken = jnp.take_along_axis(q_tm1, batch.action[:, None], axis=-1)[:, 0]
-        return self._task_targets(q_t_target, q_t_online, batch, mask, reward_scale) - q_taken
-
-    def _task_targets(self, q_t_target, q_t_online, batch: Transition, mask, reward_scale=None):
-        """TD targets ``[B]`` of one task's batch."""
-        discount_t = self.gamma * (1.0 - batch.terminated.astype(jnp.float32))
-        reward = batch.reward if reward_scale is None else batch.reward * reward_scale
-        masks = jnp.broadcast_to(mask, q_t_target.shape)
-        if self.double:
-            return jax.vmap(losses.double_q_learning_target)(reward, discount_t, q_t_target, q_t_online, masks)
-        return jax.vmap(losses.q_learning_target)(reward, discount_t, q_t_target, masks)
+    # -- targets ------------------------------------------------------------
 
     def td_targets(self, params: Params, target_params: Params, batch: Transition) -> jax.Array:
         """Bootstrap targets ``[T, B]`` (unnormalised), behind ``stop_gradient``.
 
         ``y = reward_scale_i * r + gamma * (1 - terminated) * Q_target(s', a*)`` with
         ``a* = argmax Q_target(s')`` (or ``argmax Q_online(s')`` for Double DQN; PopArt's
-        per-task affine map keeps the argmax).
+        per-task affine map keeps the argmax), through :func:`jaxdqn.losses.q_learning_target`
+        and :func:`jaxdqn.losses.double_q_learning_target`.
         """
         q_t_target = self.q_values(target_params, batch.next_obs)
         q_t_online = self.q_values(params, batch.next_obs) if self.double else q_t_target
-        mask = jnp.asarray(self.action_mask)
-        scale = None
+        discount_t = self.gamma * (1.0 - batch.terminated.astype(jnp.float32))
+        reward = batch.reward
         if self.reward_scale is not None and any(s != 1.0 for s in self.reward_scale):
-            scale = jnp.asarray(self.reward_scale, jnp.float32)
-        targets = jax.vmap(self._task_targets, in_axes=(0, 0, 0, 0, None if scale is None else 0))(
-            q_t_target, q_t_online, batch, mask, scale
-        )
-        return jax.lax.stop_gradient(targets)
+            reward = reward * jnp.asarray(self.reward_scale, jnp.float32)[:, None]
+        masks = jnp.broadcast_to(jnp.asarray(self.action_mask)[:, None], q_t_target.shape)
+        if self.double:
+            target = jax.vmap(jax.vmap(losses.double_q_learning_target))(reward, discount_t, q_t_target, q_t_online, masks)
+        else:
+            target = jax.vmap(jax.vmap(losses.q_learning_target))(reward, discount_t, q_t_target, masks)
+        return jax.lax.stop_gradient(target)
+
+    # -- the loss -----------------------------------------------------------
+
+    def task_objective(self, task_params, obs, action, targets, stats, prepared, action_mask, count):
+        """Task ``i``'s ``L_i + term_i`` on its own batch (``obs [B, ...]``, ``action [B]``,
+        ``targets [B]``; ``stats``: its PopArt statistics or ``None``; ``prepared``: what each
+        term prepared, for this task) -> (value, (L_i, mean Q(s, a), term_i)).
+
+        With PopArt the value loss is taken in normalised space, on ``(y - mu_i) / sigma_i``,
+        and the Q-values the terms see are unnormalised.
+        """
+        out = self.network.head_output(task_params, obs)  # [B, A] or logits [B, A, bins]
+        taken_out = jnp.take_along_axis(out, action.reshape(action.shape + (1,) * (out.ndim - 1)), axis=1)[:, 0]
+        q = self.value_loss.q_values(out)  # [B, A]
+        if stats is not None:
+            targets = popart_lib.normalize_task(stats, targets)
+            q = popart_lib.unnormalize_task(stats, q)
+        value_loss = self.value_loss.loss(taken_out, targets)
+        term = jnp.zeros((), jnp.float32)
+        for t, values in zip(self.terms, prepared):
+            term = term + t.task_loss(q, values, action_mask, count)
+        q_taken = jnp.take_along_axis(q, action[:, None], axis=1)[:, 0]
+        return value_loss + term, (value_loss, jax.lax.stop_gradient(q_taken).mean(), term)
+
+    def _task_inputs(self, targets, batch, stats):
+        """The per-task arguments of :meth:`task_objective` after the parameters."""
+        prepared = tuple(t.prepare(batch) for t in self.terms)
+        return batch.obs, batch.action, targets, stats, prepared, jnp.asarray(self.action_mask)
 
     def _weights(self) -> jax.Array | None:
         if self.mode == "hard" and self.task_weights is not None:
             return jnp.asarray(self.task_weights, jnp.float32)
         return None
 
-    def _losses_from_q(self, q_taken: jax.Array, targets: jax.Array, stats=None):
-        """Per-task losses ``[T]`` and mean unnormalised ``Q(s, a)`` ``[T]`` from the head's
-        output for the taken actions: ``Q(s, a)`` ``[T, B]`` (or logits ``[T, B, bins]``).
+    def task_losses(self, params: Params, targets: jax.Array, batch, stats=None, count=0):
+        """Every task's ``L_i + term_i`` ``[T]`` on given targets ``[T, B]``, and per-task
+        diagnostics (the penalty field holds the terms' sum); ``batch`` leaves are ``[T, B, ...]``."""
+        count = jnp.asarray(count)
+        objective, (value_loss, q_mean, term) = self._over_tasks(
+            lambda p, *args: self.task_objective(p, *args, count), params, *self._task_inputs(targets, batch, stats)
+        )
+        return objective, LossInfo(value_loss, q_mean, term.sum())
 
-        Without PopArt ``L_i = mean_b loss(y_ib - Q_i(s_b, a_b))``; with PopArt
-        statistics ``stats`` the TD error is taken in normalised space:
-        ``L_i = mean_b loss((y_ib - mu_i) / sigma_i - q~_i(s_b, a_b))``. With a value
-        support, ``L_i = mean_b CE(HL-Gauss(y_ib), logits_i(s_b, a_b))``.
-        """
-        support = self.support
-        if support is not None:
-            sigma = self.hl_gauss_sigma * support.bin_width
-            per_example = jax.vmap(jax.vmap(lambda logits, y: losses.hl_gauss_loss(logits, y, support.edges, sigma)))
-            q = support.expectation(q_taken)
-            return per_example(q_taken, targets).mean(axis=1), jax.lax.stop_gradient(q).mean(axis=1)
-        if stats is None:
-            td, q_unnormalised = targets - q_taken, q_taken
-        else:
-            td = popart_lib.normalize(stats, targets) - q_taken
-            q_unnormalised = popart_lib.unnormalize(stats, q_taken)
-        task_loss = jax.vmap(lambda e: losses.td_loss(e, self.loss_kind, self.huber_delta))(td)
-        return task_loss, jax.lax.stop_gradient(q_unnormalised).mean(axis=1)
+    def loss_on_targets(self, params: Params, targets: jax.Array, batch, stats=None, count=0):
+        """``sum_i w_i (L_i + term_i) + penalty`` on given targets ``[T, B]``, and per-task
+        diagnostics; ``batch`` leaves are ``[T, B, ...]``."""
+        objective, info = self.task_losses(params, targets, batch, stats, count)
+        total = losses.weighted_task_sum(objective, self._weights())
+        if self.soft is None:
+            return total, info
+        penalty = self.soft(params)
+        return total + penalty, info._replace(penalty=info.penalty + penalty)
 
-    def task_losses(self, params: Params, targets: jax.Array, batch: Transition, stats=None):
-        """Per-task TD losses ``[T]`` and the mean unnormalised ``Q(s, a)`` ``[T]`` (see ``_losses_from_q``)."""
-        return self._losses_from_q(taken(self.head_outputs(params, batch.obs), batch.action), targets, stats)
+    def loss(self, params: Params, target_params: Params, batch: Transition, stats=None, count=0):
+        """Total loss over tasks on DQN's bootstrap targets, and per-task diagnostics."""
+        return self.loss_on_targets(params, self.td_targets(params, target_params, batch), batch, stats, count)
 
-    def loss_on_targets(self, params: Params, targets: jax.Array, batch: Transition, stats=None):
-        """``sum_i w_i L_i`` (``w_i = 1`` unless hard sharing sets weights), plus the
-        soft-sharing penalty when ``mode == "soft"``, and per-task diagnostics."""
-        task_loss, q_mean = self.task_losses(params, targets, batch, stats)
-        total = losses.weighted_task_sum(task_loss, self._weights())
-        penalty = jnp.zeros((), jnp.float32)
-        if self.mode == "soft":
-            mask = task_axis.part_mask(params, ("torso",) if self.soft_penalty_on == "torso" else None)
-            penalty = losses.soft_sharing_penalty(params, self.soft_lambda, mask=mask)
-            total = total + penalty
-        return total, LossInfo(task_loss, q_mean, penalty)
+    # -- a gradient step ----------------------------------------------------
 
-    def loss(self, params: Params, target_params: Params, batch: Transition, stats=None):
-        """Total loss over tasks and per-task diagnostics; ``batch`` leaves are ``[T, B, ...]``."""
-        targets = self.td_targets(params, target_params, batch)
-        return self.loss_on_targets(params, targets, batch, stats)
+    def _surgery_gradients(self, params: Params, targets, batch, stats, keys: jax.Array, count):
+        """Gradients with gradient surgery on the shared parameters; leaves with a task axis
+        keep their own.
 
-    def _pcgrad_gradients(self, params: Params, targets: jax.Array, batch: Transition, stats, keys: jax.Array):
-        """Gradients with PCGrad on the shared parameters; heads per task keep their own.
-
-        Task ``i``'s gradient of ``w_i L_i`` comes from its own batch only
-        (``jax.grad`` mapped over the task axis, shared parameters broadcast), so
-        the T per-task backward passes cost about as much as the one plain backward pass.
+        Task ``i``'s gradient of ``w_i (L_i + term_i)`` comes from its own batch only
+        (``jax.grad`` mapped over the task axis, shared parameters broadcast), so the T
+        per-task backward passes cost about as much as the one plain backward pass.
         """
         weights = self._weights()
         weights = jnp.ones((self.num_tasks,), jnp.float32) if weights is None else weights
-
-        def one_task(task_params, obs, action, task_targets, task_stats):
-            out = self.network.head_output(task_params, obs)
-            as_batch = None if task_stats is None else jax.tree_util.tree_map(lambda x: x[None], task_stats)
-            task_loss, q_mean = self._losses_from_q(taken(out[None], action[None]), task_targets[None], as_batch)
-            return task_loss[0], q_mean[0]
-
         axes = self.param_axes(params)
-        per_task = jax.vmap(
-            jax.value_and_grad(one_task, has_aux=True),
-            in_axes=(axes, 0, 0, 0, None if stats is None else 0),
-        )
-        (task_loss, q_mean), task_grads = per_task(params, batch.obs, batch.action, targets, stats)
+        objective = jax.value_and_grad(lambda p, *args: self.task_objective(p, *args, count), has_aux=True)
+        per_task = jax.vmap(objective, in_axes=(axes,) + (0,) * 6)
+        (_, (value_loss, q_mean, term)), task_grads = per_task(params, *self._task_inputs(targets, batch, stats))
         task_grads = jax.tree_util.tree_map(lambda g: g * weights.reshape((-1,) + (1,) * (g.ndim - 1)), task_grads)
-        # A shared leaf's per-task gradients [T, ...] are projected and summed; a task leaf keeps its own.
-        grad_leaves, treedef = jax.tree_util.tree_flatten(task_grads)
-        shared_at = [i for i, axis in enumerate(jax.tree_util.tree_leaves(axes, is_leaf=lambda x: x is None)) if axis is None]
-        projected = losses.pcgrad([grad_leaves[i] for i in shared_at], keys)
-        for i, leaf in zip(shared_at, projected):
-            grad_leaves[i] = leaf
-        grads = jax.tree_util.tree_unflatten(treedef, grad_leaves)
-        return grads, LossInfo(task_loss, q_mean, jnp.zeros((), jnp.float32))
+        return self.surgery.combine(task_grads, axes, keys), LossInfo(value_loss, q_mean, term.sum())
 
-    def update(self, params: Params, target_params: Params, opt_state, batch: Transition, keys: jax.Array | None = None):
-        """One gradient step on all tasks -> (params, opt_state, LossInfo).
+    def step(self, params: Params, opt_state, targets: jax.Array, batch, keys: jax.Array | None = None, count=0):
+        """One gradient step towards unnormalised targets ``[T, B]`` -> (params, opt_state, LossInfo).
 
-        ``keys [T, 2]`` decide PCGrad's random orders (needed only with gradient surgery).
+        ``batch`` needs ``obs`` and ``action`` (leaves ``[T, B, ...]``) and whatever the terms
+        read; ``keys [T, 2]`` decide gradient surgery's random orders; ``count`` is the number
+        of gradient steps taken so far (the terms' schedules read it).
         """
-        targets = self.td_targets(params, target_params, batch)
         stats, inner = None, opt_state
-        if self.popart:
+        if self.popart is not None:
             inner = opt_state.inner
-            stats = popart_lib.update_stats(
-                opt_state.stats, targets, self.popart_step_size, self.popart_scale_lb, self.popart_scale_ub
-            )
+            stats = self.popart.update(opt_state.stats, targets)
             params = self.rescale_heads(params, opt_state.stats, stats)
-        if self.gradient_surgery == "pcgrad":
-            grads, info = self._pcgrad_gradients(params, targets, batch, stats, keys)
+        if self.surgery is not None:
+            if keys is None:
+                raise ValueError("gradient surgery draws random task orders: step needs keys [T, 2]")
+            grads, info = self._surgery_gradients(params, targets, batch, stats, keys, jnp.asarray(count))
         else:
-            grads, info = jax.grad(self.loss_on_targets, has_aux=True)(params, targets, batch, stats)
+            grads, info = jax.grad(self.loss_on_targets, has_aux=True)(params, targets, batch, stats, count)
         params, inner = self.apply_gradients(grads, inner, params)
-        opt_state = PopArtOptState(inner, stats) if self.popart else inner
+        opt_state = PopArtOptState(inner, stats) if self.popart is not None else inner
         return params, opt_state, info
 
-
-def taken(out: jax.Array, action: jax.Array) -> jax.Array:
-    """The head's output ``[T, B, A, ...]`` at the actions ``[T, B]`` -> ``[T, B, ...]``."""
-    index = action.reshape(action.shape + (1,) * (out.ndim - 2))
-    return jnp.take_along_axis(out, index, axis=2)[:, :, 0]
-
-
-def per_task(optimizer: optax.GradientTransformation, vmapped: bool = True) -> optax.GradientTransformation:
-    """``optimizer`` run once per task over the leading task axis of every leaf
-    (its own moments, its own gradient clipping), or as it is when ``vmapped`` is false."""
-    if not vmapped:
-        return optimizer
-    return optax.GradientTransformation(jax.vmap(optimizer.init), jax.vmap(optimizer.update))
+    def update(self, params: Params, target_params: Params, opt_state, batch: Transition, keys=None, count=0):
+        """DQN's step: bootstrap targets from ``target_params``, then :meth:`step`."""
+        return self.step(params, opt_state, self.td_targets(params, target_params, batch), batch, keys, count)
 
 
 def epsilon_greedy(key: jax.Array, q: jax.Array, epsilon: jax.Array, action_mask: jax.Array) -> jax.Array:

@@ -67,22 +67,21 @@ def task_distill_losses(
     """
     chex.assert_rank([q_student, q_teacher, action_mask], [3, 3, 2])
     chex.assert_equal_shape([q_student, q_teacher])
-    if kind == "kl":
-
-        def one(s, t, m):
-            return losses.distill_kl(s, t, tau_teacher, tau_student, m)
-
-    elif kind == "mse":
-        one = losses.distill_mse
-    elif kind == "nll":
-
-        def one(s, t, m):
-            return losses.distill_nll(s, t, m, tau_student)
-
-    else:
-        raise ValueError(f"distillation loss must be one of 'kl', 'mse', 'nll'; got {kind!r}")
+    one = distill_loss(kind, tau_teacher, tau_student)
     per_example = jax.vmap(jax.vmap(one, in_axes=(0, 0, None)))(q_student, q_teacher, action_mask)
     return per_example.mean(axis=1)
+
+
+def distill_loss(kind: str = "kl", tau_teacher: float = 0.01, tau_student: float = 1.0):
+    """The per-example loss ``ell(q_student [A], q_teacher [A], mask [A]) -> []`` of ``kind``
+    (see :func:`task_distill_losses`)."""
+    if kind == "kl":
+        return lambda s, t, m: losses.distill_kl(s, t, tau_teacher, tau_student, m)
+    if kind == "mse":
+        return losses.distill_mse
+    if kind == "nll":
+        return lambda s, t, m: losses.distill_nll(s, t, m, tau_student)
+    raise ValueError(f"distillation loss must be one of 'kl', 'mse', 'nll'; got {kind!r}")
 
 
 def greedy_agreement(q_student: jax.Array, q_teacher: jax.Array, action_mask: jax.Array) -> jax.Array:

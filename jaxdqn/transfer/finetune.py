@@ -1,11 +1,12 @@
 """Fine-tuning: a DQN learner that starts from a source checkpoint.
 
-The learner is :class:`jaxdqn.agents.Learner` with two things changed:
+The learner is :class:`jaxdqn.agents.Learner` with two parts changed
+(:func:`finetune_learner`):
 
-- ``init_params`` puts the source task's torso (and, unless the head is
-  re-initialised, its head) into every target task's slot;
-- ``optimizer`` gives the torso its own branch: frozen for good
-  (``optax.set_to_zero``), frozen for the first updates, or trained at a scaled
+- its ``param_init`` (:class:`SourcePlacement`) puts the source task's torso (and,
+  unless the head is re-initialised, its head) into every target task's slot;
+- its optimizer (:func:`split_optimizer`) gives the torso its own branch: frozen for
+  good (``optax.set_to_zero``), frozen for the first updates, or trained at a scaled
   step size.
 
 Everything else (TD loss, target network, the compiled iteration) is the
@@ -28,13 +29,6 @@ from jaxdqn.agents.learner import Learner
 Params = Any
 
 FREEZE_CHOICES = ("never", "first", "always")
-
-
-def derive(base: Learner, cls: type, **extra) -> Learner:
-    """An instance of the ``Learner`` subclass ``cls`` with ``base``'s settings and ``extra`` fields."""
-    values = {f.name: getattr(base, f.name) for f in dataclasses.fields(Learner)}
-    values.update(extra)
-    return cls(**values)
 
 
 class ZeroUntilState(NamedTuple):
@@ -110,28 +104,32 @@ def place_source(learner: Learner, fresh: Params, source_task_params: Params, re
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FinetuneLearner(Learner):
-    """A :class:`Learner` whose networks start from ``source`` (one task's parameters, no task axis)."""
+class SourcePlacement:
+    """A learner's ``param_init``: puts ``source`` (one task's parameters, no task axis)
+    into every task's slot of the fresh parameters (:func:`place_source`)."""
 
-    source: Any = None
+    source: Any
     reinit_head: bool = False
-    freeze: str = "never"
-    freeze_updates: int = 0
-    torso_lr_scale: float = 1.0
 
-    def init_params(self, task_keys: jax.Array, example_obs: jax.Array) -> Params:
-        fresh = super().init_params(task_keys, example_obs)
-        return place_source(self, fresh, self.source, self.reinit_head)
+    def __call__(self, learner, fresh: Params) -> Params:
+        return place_source(learner, fresh, self.source, self.reinit_head)
 
-    def base_optimizer(self) -> optax.GradientTransformation:
-        return split_optimizer(
-            self.step_size,
-            self.max_grad_norm,
-            self.adam_eps,
-            self.freeze,
-            self.freeze_updates,
-            self.torso_lr_scale,
-        )
+
+def finetune_learner(
+    base: Learner,
+    source: Params,
+    reinit_head: bool = False,
+    freeze: str = "never",
+    freeze_updates: int = 0,
+    torso_lr_scale: float = 1.0,
+    step_size: float | optax.Schedule = 2.5e-4,
+    max_grad_norm: float = 10.0,
+    adam_eps: float = 1e-8,
+) -> Learner:
+    """``base`` starting from ``source``, with the torso on its own optimizer branch
+    (:func:`split_optimizer`)."""
+    optimizer = split_optimizer(step_size, max_grad_norm, adam_eps, freeze, freeze_updates, torso_lr_scale)
+    return dataclasses.replace(base, optimizer=optimizer, param_init=SourcePlacement(source, reinit_head))
 
 
 def as_numpy(tree: Params) -> Params:

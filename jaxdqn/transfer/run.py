@@ -28,7 +28,8 @@ import numpy as np
 
 from jaxdqn import checkpoint, loop, memory
 from jaxdqn import config as config_lib
-from jaxdqn.agents.build import build_agent, build_learner, network_spec, schedule, task_keys, task_specs
+from jaxdqn.agents import parts
+from jaxdqn.agents.build import build_agent, build_learner, lr_decay_updates, network_spec, schedule, task_keys, task_specs
 from jaxdqn.agents.dqn import DQNAgent
 from jaxdqn.config import Config, DQNConfig, MultitaskConfig
 from jaxdqn.envs import TaskSet
@@ -39,9 +40,9 @@ from jaxdqn.networks import QNetwork
 from jaxdqn.train import checkpoint_meta
 from jaxdqn.train import train as train_loop
 from jaxdqn.transfer import config as tconfig
-from jaxdqn.transfer.assisted import AssistedLearner
+from jaxdqn.transfer.assisted import TeacherPull
 from jaxdqn.transfer.distill import Distiller, LossSpec
-from jaxdqn.transfer.finetune import FinetuneLearner, as_numpy, derive
+from jaxdqn.transfer.finetune import as_numpy, finetune_learner
 from jaxdqn.transfer.sources import (
     Source,
     TeacherSet,
@@ -223,8 +224,9 @@ def format_distill_summary(result: dict) -> str:
 # --------------------------------------------------------------------------
 
 
-def _finetune_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source):
-    tr, run = cfg.transfer, cfg.run
+def _finetune_learner(cfg: tconfig.TransferConfig, run: Config, agent: DQNAgent, src: Source):
+    """``run``: the training config (with fine-tuning's learning rate)."""
+    tr = cfg.transfer
     f, j = tr.finetune, tr.source_task
     tasks = agent.tasks
     refuse_progressive(src, "of fine-tuning")
@@ -232,8 +234,8 @@ def _finetune_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source)
     example = jax.ShapeDtypeStruct((1,) + tuple(tasks.obs_shape), tasks.obs_dtype)
     wanted = jax.eval_shape(target_net.init, jax.random.PRNGKey(0), example)
     have = src.task_params(j)
-    parts = ("torso",) if f.reinit_head else ("torso", "head")
-    problems = checkpoint.leaf_problems({p: have[p] for p in parts}, {p: wanted[p] for p in parts})
+    compared = ("torso",) if f.reinit_head else ("torso", "head")
+    problems = checkpoint.leaf_problems({p: have[p] for p in compared}, {p: wanted[p] for p in compared})
     for i, label in enumerate(tasks.labels):
         actions = None if f.reinit_head else tasks.num_actions
         problems += fit_problems(src, j, label, actions, tasks.obs_shape, network_spec(run))
@@ -241,14 +243,17 @@ def _finetune_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source)
     hint = "set transfer.finetune.reinit_head: true to start a new head" if any("actions" in p for p in problems) else ""
     refuse("source checkpoint", src, problems, hint)
     freeze_updates = agent.schedule.updates_by(f.freeze_steps) if f.freeze_torso == "first" else 0
-    return derive(
+    d = run.dqn
+    return finetune_learner(
         agent.learner,
-        FinetuneLearner,
-        source=as_numpy(have),
+        as_numpy(have),
         reinit_head=f.reinit_head,
         freeze=f.freeze_torso,
         freeze_updates=freeze_updates,
         torso_lr_scale=f.torso_lr_scale,
+        step_size=parts.step_size(d.learning_rate, lr_decay_updates(run)),
+        max_grad_norm=d.max_grad_norm,
+        adam_eps=d.adam_eps,
     )
 
 
@@ -277,15 +282,14 @@ def _assisted_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source)
     )
     a = tr.distill
     teacher = TeacherSet(tuple(src.fixed_q(tr.source_task, tasks.num_actions) for _ in range(tasks.num_tasks)))
-    return derive(
-        agent.learner,
-        AssistedLearner,
+    pull = TeacherPull(
         teacher=teacher,
+        schedule=agent.schedule,
         distill_kind=a.loss,
         beta_decay_steps=float(a.beta_decay_steps),
         **{key: getattr(a, key) for key in ("tau_teacher", "tau_student", "beta_schedule", "beta_start", "beta_end")},
-        schedule=agent.schedule,
     )
+    return dataclasses.replace(agent.learner, terms=agent.learner.terms + (pull,))
 
 
 def build_transfer_agent(cfg: tconfig.TransferConfig) -> tuple[DQNAgent, Config, dict]:
@@ -294,22 +298,17 @@ def build_transfer_agent(cfg: tconfig.TransferConfig) -> tuple[DQNAgent, Config,
     run = cfg.run
     if tr.method == "finetune" and tr.finetune.learning_rate > 0:
         run = dataclasses.replace(run, dqn=dataclasses.replace(run.dqn, learning_rate=tr.finetune.learning_rate))
-    if run.dqn.popart and tr.method in ("progressive", "distill"):
+    if run.dqn.popart and tr.method == "progressive":
         raise ConfigError(
-            f"config key 'dqn.popart': got True; allowed: false with transfer.method {tr.method!r} "
-            "(PopArt runs with scratch and finetune)"
-        )
-    if run.multitask.gradient_surgery != "none" and tr.method == "distill":
-        raise ConfigError(
-            f"config key 'multitask.gradient_surgery': got {run.multitask.gradient_surgery!r}; allowed: 'none' "
-            "with transfer.method 'distill'"
+            "config key 'dqn.popart': got True; allowed: false with transfer.method 'progressive' "
+            "(a progressive column's head has no PopArt layout)"
         )
     agent = build_agent(run)
     sources = [load_source(path, "source checkpoint") for path in tr.sources] if tr.method != "scratch" else []
     for src in sources:
         src.check_task(tr.source_task, "transfer.source_task")
     if tr.method == "finetune":
-        learner = _finetune_learner(cfg, agent, sources[0])
+        learner = _finetune_learner(cfg, run, agent, sources[0])
     elif tr.method == "progressive":
         learner = _progressive_learner(cfg, agent, sources)
     elif tr.method == "distill":

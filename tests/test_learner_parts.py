@@ -1,0 +1,121 @@
+"""The learner built from parts: per-task loss terms, and how PopArt and gradient surgery see them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdqn import popart as popart_lib
+from jaxdqn.agents import parts
+from jaxdqn.agents.learner import Learner
+from jaxdqn.networks import NetworkSpec, QNetwork
+from jaxdqn.replay import Transition
+
+
+@dataclasses.dataclass(frozen=True)
+class PullToConstant:
+    """A per-task term ``weight * (count + 1) * mean_{b,a} (q[b, a] - c_i)^2`` with ``c_i`` prepared from the batch."""
+
+    weight: float = 0.1
+
+    def prepare(self, batch):
+        return batch.reward.mean(axis=1)  # [T]: one constant per task
+
+    def task_loss(self, q, constant, action_mask, count):
+        del action_mask
+        return self.weight * (count + 1.0) * jnp.mean(jnp.square(q - constant))
+
+
+def random_batch(seed, num_tasks, batch=8, obs_size=4, actions=2):
+    rng = np.random.default_rng(seed)
+    return Transition(
+        obs=jnp.asarray(rng.normal(size=(num_tasks, batch, obs_size)).astype(np.float32)),
+        action=jnp.asarray(rng.integers(0, actions, size=(num_tasks, batch)).astype(np.int32)),
+        reward=jnp.asarray(rng.normal(size=(num_tasks, batch)).astype(np.float32)),
+        next_obs=jnp.asarray(rng.normal(size=(num_tasks, batch, obs_size)).astype(np.float32)),
+        terminated=jnp.asarray(rng.random((num_tasks, batch)) < 0.2),
+        truncated=jnp.zeros((num_tasks, batch), bool),
+    )
+
+
+def make(num_tasks=2, mode="hard", **fields):
+    learner = Learner(QNetwork(NetworkSpec(hidden_sizes=(16,)), 2), num_tasks, np.ones((num_tasks, 2), bool), mode=mode, **fields)
+    params = learner.init_params(jax.random.split(jax.random.PRNGKey(0), num_tasks), jnp.zeros((1, 4)))
+    return learner, params
+
+
+def test_a_task_term_adds_to_each_task_loss_as_computed_by_hand():
+    plain, params = make()
+    with_term = dataclasses.replace(plain, terms=(PullToConstant(),))
+    batch = random_batch(0, 2)
+    targets = plain.td_targets(params, params, batch)
+    count = 3
+    base, _ = plain.task_losses(params, targets, batch)
+    total, info = with_term.task_losses(params, targets, batch, count=count)
+    q = plain.q_values(params, batch.obs)
+    constant = batch.reward.mean(axis=1)
+    expected = 0.1 * (count + 1) * np.mean(np.square(np.asarray(q) - np.asarray(constant)[:, None, None]), axis=(1, 2))
+    np.testing.assert_allclose(np.asarray(total - base), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(info.penalty), expected.sum(), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(info.task_loss), np.asarray(base), rtol=1e-6)  # the value loss alone
+
+
+def test_gradient_surgery_sees_the_term_as_part_of_the_task_loss():
+    """With one task, PCGrad's combination is the task's own gradient: the surgery step equals the plain one,
+    term included (before, the assisted learner dropped gradient surgery)."""
+    plain, params = make(num_tasks=1, terms=(PullToConstant(weight=1.0),))
+    surgery = dataclasses.replace(plain, surgery=parts.PCGrad())
+    without_term = dataclasses.replace(plain, terms=())
+    batch = random_batch(1, 1)
+    keys = jax.random.split(jax.random.PRNGKey(2), 1)
+    opt_state = plain.init_opt_state(params)
+    a = plain.update(params, params, opt_state, batch, count=2)[0]
+    b = surgery.update(params, params, opt_state, batch, keys=keys, count=2)[0]
+    c = without_term.update(params, params, opt_state, batch)[0]
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(c)))
+
+
+def test_with_popart_the_term_sees_unnormalised_q_values():
+    learner, params = make(num_tasks=2, mode="independent", popart=parts.PopArt(), terms=(PullToConstant(),))
+    batch = random_batch(3, 2)
+    targets = learner.td_targets(params, params, batch)
+    stats = popart_lib.PopArtState(
+        shift=jnp.array([[5.0], [-1.0]]), scale=jnp.array([[2.0], [0.5]]), second_moment=jnp.array([[29.0], [1.25]])
+    )
+    _, info = learner.task_losses(params, targets, batch, stats)
+    q = np.asarray(learner.q_values(params, batch.obs))  # normalised outputs
+    unnormalised = q * np.array([2.0, 0.5])[:, None, None] + np.array([5.0, -1.0])[:, None, None]
+    constant = np.asarray(batch.reward.mean(axis=1))[:, None, None]
+    expected = 0.1 * np.mean(np.square(unnormalised - constant), axis=(1, 2)).sum()
+    np.testing.assert_allclose(float(info.penalty), expected, rtol=1e-5)
+
+
+def test_the_learner_refuses_parts_that_do_not_fit():
+    network = QNetwork(NetworkSpec(hidden_sizes=(16,)), 2)
+    mask = np.ones((2, 2), bool)
+    with pytest.raises(ValueError, match="gradient surgery needs hard sharing"):
+        Learner(network, 2, mask, mode="independent", surgery=parts.PCGrad())
+    with pytest.raises(ValueError, match="soft-sharing penalty"):
+        Learner(network, 2, mask, mode="hard", soft=parts.SoftSharing(1e-3))
+    with pytest.raises(ValueError, match="HLGauss"):
+        Learner(network, 2, mask, value_loss=parts.HLGauss(QNetwork(NetworkSpec(value_bins=11), 2).spec.support))
+    with pytest.raises(ValueError, match="shared head"):
+        Learner(network, 2, mask, mode="hard", shared_head=True, popart=parts.PopArt())
+
+
+def test_step_takes_targets_from_outside():
+    """``update`` is DQN's bootstrap targets plus ``step``: another system can bring its own targets."""
+    learner, params = make()
+    batch = random_batch(4, 2)
+    opt_state = learner.init_opt_state(params)
+    targets = learner.td_targets(params, params, batch)
+    a = learner.update(params, params, opt_state, batch)[0]
+    b = learner.step(params, opt_state, targets, batch)[0]
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
