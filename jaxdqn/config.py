@@ -143,6 +143,19 @@ class DQNConfig(ScheduleConfig, ReplayConfig, OptimizerConfig):
 
 
 @dataclasses.dataclass(frozen=True)
+class PQNConfig:
+    """PQN (Gallici et al. 2024): no replay, no target network; Q(lambda) targets over a short
+    rollout of every env, then epochs of minibatch steps on it. It reads dqn.gamma, dqn.loss,
+    the optimizer keys and the epsilon schedule of the dqn section."""
+
+    rollout_length: int = _field(32, low=1, help="pqn: env steps of every env per rollout")
+    epochs: int = _field(2, low=1, help="pqn: passes over each rollout")
+    minibatches: int = _field(32, low=1, help="pqn: minibatches per epoch (they split num_envs x rollout_length)")
+    q_lambda: float = _field(0.65, low=0.0, high=1.0, help="pqn: lambda of the Q(lambda) targets")
+    optimizer: str = _field("radam", choices=("radam", "adam"), help="pqn: RAdam (as PQN) or Adam, after clipping")
+
+
+@dataclasses.dataclass(frozen=True)
 class MultitaskConfig:
     mode: str = _field("independent", choices=("independent", "hard", "soft"), help="how tasks share parameters")
     hard_heads: str = _field(
@@ -233,9 +246,11 @@ class AtariConfig:
 class Config:
     name: str = _field("run", help="run name; the run directory is OUTPUT_DIR/NAME-TIMESTAMP")
     seed: int = _field(0, low=0, help="random seed")
+    system: str = _field("dqn", choices=("dqn", "pqn"), help="dqn: replay and a target network; pqn: replay-free Q(lambda)")
     tasks: tuple[TaskConfig, ...] = _field((TaskConfig(),), help="the tasks trained together")
     network: NetworkConfig = _field(NetworkConfig())
     dqn: DQNConfig = _field(DQNConfig())
+    pqn: PQNConfig = _field(PQNConfig())
     multitask: MultitaskConfig = _field(MultitaskConfig())
     train: TrainConfig = _field(TrainConfig())
     atari: AtariConfig = _field(AtariConfig())
@@ -361,8 +376,9 @@ def _check_consistency(cfg: Config) -> None:
         elif pgx_env.is_pgx_id(task.env_id):
             pgx_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
     check_train(cfg.train)
-    check_update_every(cfg.dqn.update_every, "dqn", cfg.train.num_envs)
-    check_batch_fits(cfg.dqn, "dqn", "transitions")
+    if cfg.system == "dqn":
+        check_update_every(cfg.dqn.update_every, "dqn", cfg.train.num_envs)
+        check_batch_fits(cfg.dqn, "dqn", "transitions")
     if cfg.dqn.epsilon_end > cfg.dqn.epsilon_start:
         raise ConfigError(
             f"config key 'dqn.epsilon_end': got {cfg.dqn.epsilon_end}; allowed: at most dqn.epsilon_start ({cfg.dqn.epsilon_start})"
@@ -378,7 +394,7 @@ def _check_consistency(cfg: Config) -> None:
             "config key 'dqn.popart': got True; allowed: false when multitask.hard_heads is 'shared' "
             "(one head cannot keep per-task statistics; use hard_heads: per_task)"
         )
-    if d.popart and d.popart_step_size * d.batch_size > 1.0:
+    if cfg.system == "dqn" and d.popart and d.popart_step_size * d.batch_size > 1.0:
         raise ConfigError(
             f"config key 'dqn.popart_step_size': got {d.popart_step_size}; allowed: at most 1 / dqn.batch_size "
             f"({1.0 / d.batch_size:.3g}), since every target of a batch moves the statistics this far"
@@ -478,7 +494,56 @@ def _check_effective(cfg: Config) -> None:
         for key in ("popart_step_size", "popart_scale_lb", "popart_scale_ub"):
             if getattr(cfg.dqn, key) != getattr(DQNConfig(), key):
                 raise no_effect(f"dqn.{key}", getattr(cfg.dqn, key), "with dqn.popart: false (only with PopArt)")
+    _check_system_keys(cfg)
     check_network(cfg.network)
+
+
+# dqn keys that only DQN's replay and target network read
+DQN_ONLY_KEYS = (
+    "batch_size",
+    "replay_capacity",
+    "learning_starts",
+    "update_every",
+    "updates_per_round",
+    "double",
+    "target_update",
+    "target_update_period",
+    "polyak_tau",
+)
+
+
+def _check_system_keys(cfg: Config) -> None:
+    if cfg.system == "dqn":
+        for f in dataclasses.fields(PQNConfig):
+            if getattr(cfg.pqn, f.name) != f.default:
+                raise no_effect(f"pqn.{f.name}", getattr(cfg.pqn, f.name), "with system: dqn (only with pqn)")
+        return
+    for key in DQN_ONLY_KEYS:
+        if getattr(cfg.dqn, key) != getattr(DQNConfig(), key):
+            raise no_effect(f"dqn.{key}", getattr(cfg.dqn, key), "with system: pqn (it has no replay and no target network)")
+    if cfg.multitask.hard_steps_per_round != MultitaskConfig().hard_steps_per_round:
+        raise no_effect("multitask.hard_steps_per_round", cfg.multitask.hard_steps_per_round, "with system: pqn")
+
+
+def pqn_minibatch_size(cfg: Config) -> int:
+    """Transitions per task in one PQN minibatch: ``num_envs * rollout_length / minibatches``."""
+    return cfg.train.num_envs * cfg.pqn.rollout_length // cfg.pqn.minibatches
+
+
+def _check_pqn(cfg: Config) -> None:
+    if cfg.system != "pqn":
+        return
+    p, rollout = cfg.pqn, cfg.train.num_envs * cfg.pqn.rollout_length
+    if rollout % p.minibatches:
+        raise ConfigError(
+            f"config key 'pqn.minibatches': got {p.minibatches}; allowed: a divisor of train.num_envs x pqn.rollout_length "
+            f"({cfg.train.num_envs} x {p.rollout_length} = {rollout}), the transitions of one rollout"
+        )
+    if cfg.dqn.popart and cfg.dqn.popart_step_size * pqn_minibatch_size(cfg) > 1.0:
+        raise ConfigError(
+            f"config key 'dqn.popart_step_size': got {cfg.dqn.popart_step_size}; allowed: at most 1 / the PQN minibatch "
+            f"({pqn_minibatch_size(cfg)} transitions)"
+        )
 
 
 def check(cfg: Config, strict: bool = True) -> Config:
@@ -488,6 +553,7 @@ def check(cfg: Config, strict: bool = True) -> Config:
     written before a key became an error still load.
     """
     _check_consistency(cfg)
+    _check_pqn(cfg)
     if strict:
         _check_effective(cfg)
     return cfg

@@ -71,7 +71,10 @@ def train(
     loop.check_run_dir(run_dir, resume)
     agent = build_agent(cfg) if agent is None else agent  # checks env ids and env params before anything is written
     abstract_state = jax.eval_shape(agent.init, task_keys(cfg))  # shapes only: nothing is allocated yet
-    memory.check_state_fits(abstract_state, abstract_state.replay, "dqn.replay_capacity", cfg.dqn.replay_capacity)
+    store_key, store_size = "dqn.replay_capacity", cfg.dqn.replay_capacity
+    if cfg.system == "pqn":  # its store holds one rollout
+        store_key, store_size = "pqn.rollout_length", cfg.pqn.rollout_length
+    memory.check_state_fits(abstract_state, abstract_state.replay, store_key, store_size)
     job = TrainJob(cfg, agent, extra_meta)
     run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_primary():  # process 0 alone writes the files meant for people

@@ -9,6 +9,7 @@ import optax
 from jaxdqn import replay
 from jaxdqn.agents import parts
 from jaxdqn.agents.dqn import DQNAgent, TargetUpdate
+from jaxdqn.agents.pqn import PQNAgent, pqn_schedule
 from jaxdqn.agents.schedule import Schedule
 from jaxdqn.agents.learner import Learner
 from jaxdqn.config import Config
@@ -70,6 +71,11 @@ def task_batching(cfg: Config) -> str:
 def schedule(cfg: Config) -> Schedule:
     """The run's env-step / update arithmetic (see jaxdqn.agents.schedule)."""
     d, t = cfg.dqn, cfg.train
+    if cfg.system == "pqn":
+        p = cfg.pqn
+        return pqn_schedule(
+            t.num_envs, p.rollout_length, p.epochs, p.minibatches, d.epsilon_start, d.epsilon_end, d.epsilon_decay_steps
+        )
     return Schedule(
         num_envs=t.num_envs,
         learning_starts=d.learning_starts,
@@ -92,7 +98,8 @@ def build_optimizer(cfg: Config) -> optax.GradientTransformation:
     """One task's optimizer (or the shared network's): clipping, then Adam, with the
     step size decaying linearly to 0 over the run when ``dqn.lr_decay`` is on."""
     d = cfg.dqn
-    return parts.adam(d.learning_rate, d.adam_eps, d.max_grad_norm, lr_decay_updates(cfg))
+    make = parts.radam if cfg.system == "pqn" and cfg.pqn.optimizer == "radam" else parts.adam
+    return make(d.learning_rate, d.adam_eps, d.max_grad_norm, lr_decay_updates(cfg))
 
 
 def lr_decay_updates(cfg: Config) -> int:
@@ -169,9 +176,13 @@ def eval_epsilon(cfg: Config, tasks: TaskSet) -> float:
     return cfg.atari.eval_epsilon if tasks.is_atari else cfg.train.eval_epsilon
 
 
-def build_agent(cfg: Config) -> DQNAgent:
+def build_agent(cfg: Config) -> DQNAgent | PQNAgent:
+    """The system ``cfg.system`` names, over the config's tasks."""
     d, t = cfg.dqn, cfg.train
     tasks = TaskSet(task_specs(cfg), t.num_envs, atari=atari_options(cfg))
+    if cfg.system == "pqn":
+        p = cfg.pqn
+        return PQNAgent(build_learner(cfg, tasks), tasks, schedule(cfg), p.rollout_length, p.epochs, p.minibatches, p.q_lambda)
     mesh = make_mesh(cfg.multitask.mode, tasks.num_tasks, d.batch_size)
     buffer = replay
     if tasks.is_atari:  # frames stored once; see jaxdqn/pixel_replay.py

@@ -192,6 +192,18 @@ def adam(
     )
 
 
+def radam(
+    learning_rate: float = 5e-4,
+    adam_eps: float = 1e-8,
+    max_grad_norm: float = 10.0,
+    decay_updates: int = 0,
+) -> optax.GradientTransformation:
+    """Gradient clipping by global norm, then RAdam (as PQN uses), with :func:`adam`'s step size."""
+    return optax.chain(
+        optax.clip_by_global_norm(max_grad_norm), optax.radam(step_size(learning_rate, decay_updates), eps=adam_eps)
+    )
+
+
 def step_size(learning_rate: float, decay_updates: int = 0) -> float | optax.Schedule:
     """A constant step size, or one that decays linearly to 0 over ``decay_updates`` updates."""
     if decay_updates > 0:

@@ -1,0 +1,198 @@
+"""PQN over T tasks: replay-free parallel Q(lambda) (Gallici et al. 2024, "Simplifying Deep
+Temporal Difference Learning").
+
+An iteration is the :class:`~jaxdqn.agents.system.System`'s: every task's ``num_envs``
+environments act epsilon-greedily and step, and the step is recorded, here into a
+*rollout store*: the replay module with room for exactly one rollout
+(``num_envs x rollout_length`` transitions per task), so that after ``rollout_length``
+iterations it holds the rollout in order, slot ``t * num_envs + n`` for env ``n`` at
+step ``t``. Then the schedule calls for learning (once per rollout) and PQN
+
+1. computes Q(lambda) targets over the rollout with the current network
+   (:func:`q_lambda_targets`), once;
+2. takes ``epochs`` passes over the rollout, each split into ``minibatches`` random
+   minibatches per task, and takes a gradient step on each with the learner's
+   :meth:`~jaxdqn.agents.Learner.step` (value loss, PopArt, gradient surgery, loss terms
+   and optimizer are the learner's parts, as in DQN).
+
+There is no target network: the targets come from the online parameters of the rollout's
+end. Everything else (the task axis, the modes, checkpoints, resume, evaluation, use as a
+teacher or transfer source) is shared with DQN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import rlax
+
+from jaxdqn import losses, replay
+from jaxdqn.agents.learner import Learner
+from jaxdqn.agents.schedule import Schedule
+from jaxdqn.agents.system import Metrics, System
+from jaxdqn.envs import TaskSet
+
+
+class PQNState(NamedTuple):
+    params: Any
+    opt_state: Any  # with PopArt: agents.parts.PopArtOptState
+    env_state: Any
+    obs: jax.Array  # [T, num_envs, *obs_shape]
+    replay: replay.ReplayState  # the rollout store: leaves [T, num_envs * rollout_length, ...]
+    keys: jax.Array  # [T, 2]
+    env_steps: jax.Array  # [] env steps per task so far
+    updates: jax.Array  # [] gradient steps so far
+    episode_return: jax.Array  # [T, num_envs]
+    episode_length: jax.Array  # [T, num_envs]
+
+
+def q_lambda_targets(
+    reward: jax.Array,
+    terminated: jax.Array,
+    truncated: jax.Array,
+    q_next: jax.Array,
+    action_mask: jax.Array,
+    gamma: float,
+    lam: float,
+) -> jax.Array:
+    """Q(lambda) targets of one env's rollout of ``L`` steps, every ``[L]`` (``q_next [L, A]``:
+    Q-values of each step's true next state; ``action_mask [A]``).
+
+    ``G_t = r_t + gamma_t [(1 - lambda_t) max_a Q(s_{t+1}, a) + lambda_t G_{t+1}]`` with
+    ``gamma_t = gamma (1 - terminated_t)`` and ``lambda_t = lambda (1 - done_t)``, done meaning
+    terminated or truncated, and ``G_{L-1} = r + gamma_{L-1} max_a Q(s_L, a)``
+    (``rlax.lambda_returns``). A termination stops the bootstrap; a truncation bootstraps
+    from the true last state, and in both cases the trace stops, because the rollout's next
+    step belongs to a new episode. (PQN's reference code treats every end as a termination.)
+
+    ``rlax.q_lambda`` computes the same targets inside its TD error, but with a max over all
+    actions (padded actions of a multi-task run must not bootstrap) and from the Q-values of
+    the moment (PQN fixes its targets for all epochs of a rollout), so the targets are built
+    here from ``rlax.lambda_returns`` with the masked max of :func:`jaxdqn.losses.masked_max`.
+    """
+    v_next = jax.vmap(losses.masked_max, in_axes=(0, None))(q_next, action_mask)
+    discount = gamma * (1.0 - terminated.astype(jnp.float32))
+    done = jnp.logical_or(terminated, truncated)
+    trace = lam * (1.0 - done.astype(jnp.float32))
+    return jax.lax.stop_gradient(rlax.lambda_returns(reward, discount, v_next, trace))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PQNAgent(System):
+    """``schedule`` counts as PQN does: ``update_every = learning_starts = replay_capacity =
+    num_envs * rollout_length``, ``updates_per_round = epochs * minibatches`` and
+    ``batch_size`` the minibatch (see :func:`pqn_schedule`)."""
+
+    learner: Learner
+    tasks: TaskSet
+    schedule: Schedule
+    rollout_length: int = 32
+    epochs: int = 2
+    minibatches: int = 32
+    q_lambda: float = 0.65
+    mesh: Any = None
+    buffer: Any = replay
+
+    state_type = PQNState
+    learn_metrics = (("loss", True), ("q_mean", True), ("penalty", False))
+
+    def init_learning(self, init_keys: jax.Array, obs: jax.Array) -> dict:
+        params = self.learner.init_params(init_keys, obs[0])
+        return {"params": params, "opt_state": self.learner.init_opt_state(params)}
+
+    def replay_example(self, obs: jax.Array) -> replay.Transition:
+        scalar = jnp.zeros((), jnp.float32)
+        return replay.Transition(obs[0, 0], jnp.zeros((), jnp.int32), scalar, obs[0, 0], jnp.zeros((), bool), jnp.zeros((), bool))
+
+    def replay_items(self, state: PQNState, actions: jax.Array, step) -> replay.Transition:
+        return replay.Transition(state.obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
+
+    # -- learning -----------------------------------------------------------
+
+    def rollout_targets(self, params, opt_state, rollout: replay.Transition) -> jax.Array:
+        """Q(lambda) targets ``[T, L * N]`` (unnormalised) of the rollout in the store."""
+        num_tasks, n, length = self.num_tasks, self.tasks.num_envs, self.rollout_length
+        q_next = self.learner.q_values(self.learner.target_source(params, opt_state), rollout.next_obs)  # [T, L*N, A]
+        reward = rollout.reward
+        if self.learner.reward_scale is not None:
+            reward = reward * jnp.asarray(self.learner.reward_scale, jnp.float32)[:, None]
+
+        def by_env(x):  # [T, L*N, ...] -> [T, N, L, ...]
+            x = x.reshape((num_tasks, length, n) + x.shape[2:])
+            return jnp.swapaxes(x, 1, 2)
+
+        per_env = jax.vmap(  # over tasks, then envs
+            jax.vmap(q_lambda_targets, in_axes=(0, 0, 0, 0, None, None, None)), in_axes=(0, 0, 0, 0, 0, None, None)
+        )
+        targets = per_env(
+            by_env(reward),
+            by_env(rollout.terminated),
+            by_env(rollout.truncated),
+            by_env(q_next),
+            jnp.asarray(self.learner.action_mask),
+            self.learner.gamma,
+            self.q_lambda,
+        )  # [T, N, L]
+        return jnp.swapaxes(targets, 1, 2).reshape(num_tasks, length * n)
+
+    def learn(self, state: PQNState, metrics: Metrics, keys: jax.Array):
+        """Targets over the rollout, then ``epochs x minibatches`` gradient steps."""
+        rollout = state.replay.storage
+        targets = self.rollout_targets(state.params, state.opt_state, rollout)
+        size, batch = self.tasks.num_envs * self.rollout_length, self.schedule.batch_size
+        split = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
+        order_keys = jax.vmap(lambda k: jax.random.split(k, self.epochs))(split[:, 0])  # [T, E, 2]
+        step_keys = self._update_keys(split[:, 1])  # [T, E * M, 2]
+        orders = jax.vmap(jax.vmap(lambda k: jax.random.permutation(k, size)))(order_keys)  # [T, E, size]
+        orders = orders.reshape(self.num_tasks, self.epochs * self.minibatches, batch)
+
+        def one_step(i, carry):
+            state, metrics = carry
+            take = jax.vmap(lambda x, idx: x[idx])
+            index = orders[:, i]
+            minibatch = jax.tree_util.tree_map(lambda x: take(x, index), rollout)
+            params, opt_state, info = self.learner.step(
+                state.params, state.opt_state, take(targets, index), minibatch, keys=step_keys[:, i], count=state.updates
+            )
+            metrics = {
+                **metrics,
+                "loss": metrics["loss"] + info.task_loss,
+                "q_mean": metrics["q_mean"] + info.q_mean,
+                "penalty": metrics["penalty"] + info.penalty,
+                "updates": metrics["updates"] + 1,
+            }
+            state = state._replace(params=params, opt_state=opt_state, updates=state.updates + 1)
+            return state, metrics
+
+        return jax.lax.fori_loop(0, self.epochs * self.minibatches, one_step, (state, metrics))
+
+    def learn_unrolled(self, state: PQNState, metrics: Metrics, keys: jax.Array):
+        return self.learn(state, metrics, keys)
+
+
+def pqn_schedule(
+    num_envs: int,
+    rollout_length: int,
+    epochs: int,
+    minibatches: int,
+    epsilon_start: float = 1.0,
+    epsilon_end: float = 0.05,
+    epsilon_decay_steps: int = 1,
+) -> Schedule:
+    """PQN's counting as a :class:`Schedule`: one round of ``epochs * minibatches`` gradient
+    steps per rollout, learning from the first full rollout on, the store one rollout long."""
+    rollout = num_envs * rollout_length
+    return Schedule(
+        num_envs=num_envs,
+        learning_starts=rollout,
+        update_every=rollout,
+        updates_per_round=epochs * minibatches,
+        batch_size=rollout // minibatches,
+        replay_capacity=rollout,
+        epsilon_start=epsilon_start,
+        epsilon_end=epsilon_end,
+        epsilon_decay_steps=epsilon_decay_steps,
+    )
