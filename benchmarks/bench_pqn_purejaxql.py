@@ -5,7 +5,11 @@ purejaxql (``mttga/purejaxql``, Gallici et al. 2024) is read from a checkout giv
 ``--purejaxql`` (nothing of it is stored here). Its ``make_train(config)`` is called with its
 own alg config (``purejaxql/config/alg/pqn_cartpole.yaml``, ``pqn_minatar.yaml``), changed
 only in the budget (``TOTAL_TIMESTEPS`` and ``TOTAL_TIMESTEPS_DECAY`` together, so its
-decays keep their shape), the seed, ``NUM_SEEDS: 1`` and ``WANDB_MODE: disabled``. Its
+decays keep their shape), the seed, ``NUM_SEEDS: 1``, ``WANDB_MODE: disabled`` and
+``TEST_INTERVAL: 1.0``: its greedy test (128 envs for one episode length) then runs at the
+start and after the last update only, instead of every 5% of the updates; both tests are
+inside its timed call, which therefore holds about ``2 x 128 x episode length`` greedy env
+steps more than jaxdqn's (whose final evaluation is timed apart). Its
 scripts import hydra, omegaconf and wandb at module level for their command-line entry
 points; where those are not installed, empty stand-in modules are registered (the training
 function never calls them with W&B disabled). Source patches for API breakage are listed in
@@ -122,6 +126,7 @@ def run_purejaxql(checkout: Path, env_id: str, seed: int, steps: int) -> dict:
         NUM_SEEDS=1,
         SEED=seed,
         WANDB_MODE="disabled",
+        TEST_INTERVAL=1.0,  # greedy tests at the start and after the last update only, not every 5%
     )
     train = jax.jit(module.make_train(config))
     rng = jax.random.PRNGKey(seed)

@@ -12,10 +12,13 @@
 #          after 'hard' (e.g. hard+input+ln+hlg).
 # A finished run is skipped; an interrupted one resumes from its latest checkpoint.
 # Each run directory records the commit it ran at (commit.txt) and its wall time (wall_time.txt).
-# Environment: RUNS, STEPS, OVERRIDES (extra KEY=VALUE settings), COMMIT, GRID (variants of 'grid').
+# Environment: RUNS, STEPS, OVERRIDES (extra KEY=VALUE settings), COMMIT, GRID (variants of 'grid'),
+#              FAMILY (the configs configs/FAMILY_{independent,hard,soft}.yaml: minatar5_reference by
+#              default, minatar5_pqn for PQN; runs then go to experiments/FAMILY/runs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-RUNS=${RUNS:-experiments/minatar5_reference/runs}
+FAMILY=${FAMILY:-minatar5_reference}
+RUNS=${RUNS:-experiments/$FAMILY/runs}
 STEPS=${STEPS:-2000000}       # env steps per game
 TUNING_STEPS=1000000
 GRID=${GRID:-independent hard}
@@ -38,13 +41,13 @@ switch() {
 run_one() {
   local variant=$1 seed=$2 steps=$3 runs=$4 config extra=()
   case $variant in
-    independent) config=configs/minatar5_reference_independent.yaml ;;
+    independent) config=configs/${FAMILY}_independent.yaml ;;
     hard|hard[_+]*)
-      config=configs/minatar5_reference_hard.yaml
+      config=configs/${FAMILY}_hard.yaml
       local rest=${variant#hard}; rest=${rest//_/+}
       IFS='+' read -ra parts <<< "${rest#+}"
       for part in "${parts[@]}"; do [ -n "$part" ] && read -ra more <<< "$(switch "$part")" && extra+=("${more[@]}"); done ;;
-    soft_[0-9]*) config=configs/minatar5_reference_soft.yaml; extra=(multitask.soft_lambda=${variant#soft_}) ;;
+    soft_[0-9]*) config=configs/${FAMILY}_soft.yaml; extra=(multitask.soft_lambda=${variant#soft_}) ;;
     *) echo "unknown variant $variant" >&2; return 2 ;;
   esac
   local dir="$runs/${variant}_s${seed}"
