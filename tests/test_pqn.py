@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import rlax
 
-from jaxdqn import config
+from jaxdqn import cli, config
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.agents.pqn import q_lambda_targets
 from jaxdqn.errors import ConfigError
 from jaxdqn.logging import read_metrics
 from jaxdqn.train import train
+from jaxdqn.transfer.sources import load_source
 from helpers import latest_train_state
 
 TINY_PQN = {
@@ -155,6 +156,14 @@ def test_resume_is_bit_exact(tmp_path):
     assert int(a.env_steps) == 2560
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # a PQN checkpoint is read like any other: evaluate, inspect, and as a teacher or transfer source
+    assert cli.main(["evaluate", str(full), "--episodes", "2"]) == 0
+    assert cli.main(["inspect", str(full)]) == 0
+    teacher = load_source(str(full)).fixed_q(0)
+    obs = jnp.zeros((3, 4))
+    np.testing.assert_allclose(
+        np.asarray(teacher(obs)), np.asarray(build_agent(cfg).learner.q_values(a.params, obs[None])[0]), rtol=1e-5
+    )
 
 
 def test_dqn_only_keys_are_refused_with_pqn():
