@@ -421,7 +421,9 @@ def test_a_gymnax_run_without_wandb_imports_neither_envpool_nor_wandb(tmp_path):
 
 @pytest.mark.parametrize(
     "path",
-    sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml") if not p.name.startswith(("distill_", "transfer_"))),
+    sorted(
+        p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml") if not p.name.startswith(("distill_", "transfer_"))
+    ),
 )
 def test_every_shipped_training_config_loads(path):
     cfg = config.load(Path(__file__).parents[1] / "configs" / path)
