@@ -98,8 +98,8 @@ def build_optimizer(cfg: Config) -> optax.GradientTransformation:
     """One task's optimizer (or the shared network's): clipping, then Adam, with the
     step size decaying linearly to 0 over the run when ``dqn.lr_decay`` is on."""
     d = cfg.dqn
-    make = parts.radam if cfg.system == "pqn" and cfg.pqn.optimizer == "radam" else parts.adam
-    return make(d.learning_rate, d.adam_eps, d.max_grad_norm, lr_decay_updates(cfg))
+    kind = cfg.pqn.optimizer if cfg.system == "pqn" else "adam"
+    return parts.adam(d.learning_rate, d.adam_eps, d.max_grad_norm, lr_decay_updates(cfg), kind)
 
 
 def lr_decay_updates(cfg: Config) -> int:

@@ -12,7 +12,7 @@ A learner over T tasks is a network, a task layout (the mode) and these parts:
   terms (:class:`TaskTerm`, e.g. the pull towards a teacher of distillation-assisted
   transfer) added to each task's loss;
 - an **optimizer**, a plain ``optax.GradientTransformation`` for one task (the learner runs
-  it once per task where the mode keeps tasks apart); :func:`adam` is the usual one.
+  it once per task where the mode keeps tasks apart); :func:`adam` (Adam or RAdam) is the usual one.
 
 Each part is a small frozen dataclass of settings with pure methods, so a learner is
 described by what it is made of rather than by flags.
@@ -179,29 +179,20 @@ class TaskTerm(Protocol):
 # -- optimizers --------------------------------------------------------------------------
 
 
+ADAM_FAMILY = {"adam": optax.adam, "radam": optax.radam}
+
+
 def adam(
     learning_rate: float = 2.5e-4,
     adam_eps: float = 1e-8,
     max_grad_norm: float = 10.0,
     decay_updates: int = 0,
+    kind: str = "adam",
 ) -> optax.GradientTransformation:
-    """Gradient clipping by global norm, then Adam; with ``decay_updates > 0`` the step size
-    decays linearly to 0 over that many updates."""
-    return optax.chain(
-        optax.clip_by_global_norm(max_grad_norm), optax.adam(step_size(learning_rate, decay_updates), eps=adam_eps)
-    )
-
-
-def radam(
-    learning_rate: float = 5e-4,
-    adam_eps: float = 1e-8,
-    max_grad_norm: float = 10.0,
-    decay_updates: int = 0,
-) -> optax.GradientTransformation:
-    """Gradient clipping by global norm, then RAdam (as PQN uses), with :func:`adam`'s step size."""
-    return optax.chain(
-        optax.clip_by_global_norm(max_grad_norm), optax.radam(step_size(learning_rate, decay_updates), eps=adam_eps)
-    )
+    """Gradient clipping by global norm, then Adam (``kind="radam"``: RAdam, as PQN uses); with
+    ``decay_updates > 0`` the step size decays linearly to 0 over that many updates."""
+    update = ADAM_FAMILY[kind](step_size(learning_rate, decay_updates), eps=adam_eps)
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), update)
 
 
 def step_size(learning_rate: float, decay_updates: int = 0) -> float | optax.Schedule:

@@ -157,15 +157,8 @@ class PQNAgent(System):
             params, opt_state, info = self.learner.step(
                 state.params, state.opt_state, take(targets, index), minibatch, keys=step_keys[:, i], count=state.updates
             )
-            metrics = {
-                **metrics,
-                "loss": metrics["loss"] + info.task_loss,
-                "q_mean": metrics["q_mean"] + info.q_mean,
-                "penalty": metrics["penalty"] + info.penalty,
-                "updates": metrics["updates"] + 1,
-            }
-            state = state._replace(params=params, opt_state=opt_state, updates=state.updates + 1)
-            return state, metrics
+            metrics = self.count_update(metrics, {"loss": info.task_loss, "q_mean": info.q_mean, "penalty": info.penalty})
+            return state._replace(params=params, opt_state=opt_state, updates=state.updates + 1), metrics
 
         return jax.lax.fori_loop(0, self.epochs * self.minibatches, one_step, (state, metrics))
 

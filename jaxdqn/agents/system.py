@@ -177,9 +177,13 @@ class System:
     def _one_update(self, carry, keys: jax.Array):
         state, metrics = carry
         state, info = self.gradient_step(state, self._sample(state, keys), keys)
+        return state._replace(updates=state.updates + 1), self.count_update(metrics, info)
+
+    @staticmethod
+    def count_update(metrics: Metrics, info: dict) -> Metrics:
+        """The chunk's sums after one gradient step with the values ``info`` of ``learn_metrics``."""
         metrics = {**metrics, **{name: metrics[name] + value for name, value in info.items()}}
-        metrics["updates"] = metrics["updates"] + 1
-        return state._replace(updates=state.updates + 1), metrics
+        return {**metrics, "updates": metrics["updates"] + 1}
 
     def _update_keys(self, keys: jax.Array) -> jax.Array:
         n = self.schedule.updates_per_iteration_round
