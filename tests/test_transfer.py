@@ -7,6 +7,7 @@ mismatches refused with clear messages), not how well transfer works.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from jaxdqn.replay import Transition
 from jaxdqn.train import train
 from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.assisted import beta_at
-from jaxdqn.transfer.progressive import ProgressiveQNetwork, column_activations
+from jaxdqn.transfer.progressive import FrozenColumn, ProgressiveQNetwork, column_activations
 from jaxdqn.transfer.run import build_transfer_agent, transfer
 from jaxdqn.transfer.sources import load_source
 
@@ -177,6 +178,31 @@ def test_column_activations_match_the_trained_torso(source):
     features = src.learner.network.features(src.task_params(0)["torso"], obs)
     assert [a.shape for a in acts] == [(5, 32), (5, 32)]
     np.testing.assert_array_equal(np.asarray(acts[-1]), np.asarray(features))
+
+
+def test_a_narrowed_minatar_source_is_a_column_with_its_own_widths_and_convolution():
+    from jaxdqn.networks import NetworkSpec, make_torso
+
+    narrow = NetworkSpec(torso="minatar_cnn", cnn_channels=4, cnn_hidden=24, conv_impl="patches")
+    obs = jax.random.bernoulli(jax.random.PRNGKey(2), 0.3, (3, 10, 10, 4)).astype(jnp.float32)
+    torso_params = make_torso(narrow).init(jax.random.PRNGKey(3), obs)["params"]
+    acts = column_activations(narrow, torso_params, obs)
+    assert [a.shape for a in acts] == [(3, 8, 8, 4), (3, 24)]
+    np.testing.assert_array_equal(np.asarray(acts[-1]), np.asarray(make_torso(narrow).apply({"params": torso_params}, obs)))
+    # XLA's convolution reads the same parameters and gives the same activations
+    xla = column_activations(dataclasses.replace(narrow, conv_impl="xla"), torso_params, obs)
+    for a, b in zip(acts, xla):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    # a new column of another width over it: its first layer is the patch convolution too
+    network = ProgressiveQNetwork(
+        NetworkSpec(torso="minatar_cnn", cnn_channels=6, cnn_hidden=16, conv_impl="patches"),
+        num_actions=3,
+        columns=(FrozenColumn(narrow, torso_params, (10, 10, 4)),),
+    )
+    params = network.init(jax.random.PRNGKey(4), obs)
+    assert params["torso"]["layer_0"]["kernel"].shape == (3, 3, 4, 6)
+    assert network.apply(params, obs).shape == (3, 3)
+    assert "PatchConv" in str(network.module.tabulate(jax.random.PRNGKey(0), obs, network.source_activations(obs)))
 
 
 @pytest.fixture(scope="module")

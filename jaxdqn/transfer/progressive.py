@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 
 from jaxdqn.errors import ConfigError
-from jaxdqn.networks import OPTIONAL_FIELDS, MinAtarTorso, NetworkSpec, preprocess
+from jaxdqn.networks import OPTIONAL_FIELDS, NetworkSpec, conv, make_torso, preprocess
 
 Params = Any
 
@@ -43,37 +43,39 @@ def layer_plan(spec: NetworkSpec) -> list[tuple[str, int]]:
     if spec.torso == "mlp":
         return [("dense", int(n)) for n in spec.hidden_sizes]
     if spec.torso == "minatar_cnn":
-        t = MinAtarTorso()
-        return [("conv3x3", t.channels), ("dense", t.hidden)]
+        return [("conv3x3", spec.cnn_channels), ("dense", spec.cnn_hidden)]
     raise ConfigError(f"progressive networks support the torsos {', '.join(PROGRESSIVE_TORSOS)}; got {spec.torso!r}")
+
+
+def _layer_names(plan: Sequence[tuple[str, int]]) -> list[str]:
+    """The names :mod:`jaxdqn.networks` gives the torso's layers: ``Conv_i`` / ``Dense_i`` in order."""
+    counts = {"dense": 0, "conv3x3": 0}
+    names = []
+    for kind, _ in plan:
+        names.append(f"{'Dense' if kind == 'dense' else 'Conv'}_{counts[kind]}")
+        counts[kind] += 1
+    return names
 
 
 def _flat(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
-def _layer(kind: str, width: int, name: str | None = None) -> nn.Module:
+def _layer(kind: str, width: int, conv_impl: str, name: str) -> nn.Module:
     if kind == "conv3x3":
-        return nn.Conv(width, (3, 3), strides=(1, 1), padding="VALID", name=name)
+        return conv(width, (3, 3), (1, 1), conv_impl, name)
     return nn.Dense(width, name=name)
 
 
 def column_activations(spec: NetworkSpec, torso_params: Params, obs: jax.Array) -> list[jax.Array]:
-    """Every layer's output of a torso trained as ``spec`` (its last one is the features).
+    """Every layer's output (after its ReLU) of a torso trained as ``spec``; the last one is the features.
 
-    The torso modules of :mod:`jaxdqn.networks` name their layers ``Dense_i`` /
-    ``Conv_i`` in order; this runs the same layers one at a time.
+    Runs the torso module itself (so its widths and its convolution are the ones it was
+    trained with) and reads each layer's output from flax's captured intermediates.
     """
-    x = preprocess(obs)
-    counts = {"dense": 0, "conv3x3": 0}
-    outputs = []
-    for kind, width in layer_plan(spec):
-        name = f"{'Dense' if kind == 'dense' else 'Conv'}_{counts[kind]}"
-        counts[kind] += 1
-        inputs = _flat(x) if kind == "dense" else x
-        x = nn.relu(_layer(kind, width).apply({"params": torso_params[name]}, inputs))
-        outputs.append(x)
-    return outputs
+    torso = make_torso(spec)
+    _, captured = torso.apply({"params": torso_params}, obs, capture_intermediates=True, mutable=["intermediates"])
+    return [nn.relu(captured["intermediates"][name]["__call__"][0]) for name in _layer_names(layer_plan(spec))]
 
 
 class Lateral(nn.Module):
@@ -97,12 +99,13 @@ class NewColumn(nn.Module):
     num_actions: int
     adapter_size: int = 16
     scale_init: float = 0.01
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, obs: jax.Array, sources: Sequence[Sequence[jax.Array]]) -> jax.Array:
         h = preprocess(obs)
         for depth, (kind, width) in enumerate(self.plan):
-            z = _layer(kind, width, name=f"layer_{depth}")(_flat(h) if kind == "dense" else h)
+            z = _layer(kind, width, self.conv_impl, f"layer_{depth}")(_flat(h) if kind == "dense" else h)
             if depth > 0 and kind == "dense":  # (the supported torsos have a conv layer first only)
                 for j, column in enumerate(sources):
                     if depth - 1 < len(column):
@@ -154,7 +157,7 @@ class ProgressiveQNetwork:
 
     @property
     def module(self) -> NewColumn:
-        return NewColumn(tuple(layer_plan(self.spec)), self.num_actions, self.adapter_size, self.scale_init)
+        return NewColumn(tuple(layer_plan(self.spec)), self.num_actions, self.adapter_size, self.scale_init, self.spec.conv_impl)
 
     def source_activations(self, obs: jax.Array) -> list[list[jax.Array]]:
         from jaxdqn.transfer.sources import fit_obs
