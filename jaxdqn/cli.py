@@ -3,7 +3,9 @@
 Errors meant for people (bad config, missing checkpoint, ...) print one line
 and exit with status 2; Ctrl-C exits with 130 after saving a checkpoint;
 SIGTERM or SIGUSR1 (a scheduler's preemption or time limit) exits with 75
-after saving one (jaxdqn.preemption).
+after saving one (jaxdqn.preemption); in a multi-process run, the death of a
+peer process stops the others with 76, naming the checkpoint to resume from
+(jaxdqn.peer_watch).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxdqn import preemption
+from jaxdqn import peer_watch, preemption
 from jaxdqn.errors import JaxdqnError
 
 
@@ -79,6 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if multi_process:
         distributed.check_supported(cfg)
     run_dir = train(cfg, run_dir=args.run_dir, resume=args.resume)
+    peer_watch.leave()  # the others may still be finishing: this process's end is planned
     if not distributed.is_primary():
         return 0
     _report_run(
@@ -382,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxdqn {args.command}: interrupted", file=sys.stderr)
         return 130
     except preemption.Preempted as stop:
+        peer_watch.leave()
         print(f"jaxdqn {args.command}: {stop}", file=sys.stderr)
         return preemption.EXIT_STATUS
 

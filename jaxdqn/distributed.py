@@ -28,6 +28,7 @@ import socket
 import time
 from typing import Any, Mapping
 
+from jaxdqn import peer_watch
 from jaxdqn.errors import JaxdqnError
 
 ENV_VARS = {
@@ -141,8 +142,10 @@ def start(cluster: Cluster) -> None:
 # -- the meeting before jax.distributed --------------------------------------
 #
 # Process 0 listens on the coordinator's port; every other process connects,
-# says its id and the process count, and waits for process 0's "go", sent when
-# all have arrived. Process 0 then frees the port for JAX's coordination service.
+# says its id and the process count, and waits for process 0's "go PORT", sent when
+# all have arrived. Process 0 then frees the port for JAX's coordination service,
+# and each peer opens the connection on PORT through which the processes notice a
+# dead peer for the rest of the run (jaxdqn.peer_watch).
 
 
 def meet(cluster: Cluster) -> None:
@@ -200,8 +203,9 @@ def _host_meeting(cluster: Cluster) -> None:
                 conn.close()
                 raise JaxdqnError(f"--distributed: two processes claim process id {pid}; give each process its own id")
             arrived[pid] = conn
+        watch_server, watch_port = peer_watch.listen()
         for conn in arrived.values():
-            conn.sendall(b"go\n")
+            conn.sendall(f"go {watch_port}\n".encode())
         for conn in arrived.values():  # let each peer close first, so the port is free at once for JAX's service
             try:
                 conn.settimeout(5.0)
@@ -212,6 +216,10 @@ def _host_meeting(cluster: Cluster) -> None:
         for conn in arrived.values():
             conn.close()
         server.close()
+    try:
+        peer_watch.accept(watch_server, cluster.num_processes - 1, 0, max(10.0, deadline - time.monotonic()))
+    except ConnectionError as err:
+        raise JaxdqnError(f"--distributed: {err}") from None
 
 
 def _join_meeting(cluster: Cluster) -> None:
@@ -238,7 +246,14 @@ def _join_meeting(cluster: Cluster) -> None:
             reply = ""
         finally:
             conn.close()
-        if reply == "go":
+        if reply.startswith("go "):
+            try:
+                peer_watch.join(host, int(reply.split()[1]), cluster.process_id, max(10.0, deadline - time.monotonic()))
+            except OSError as err:
+                raise JaxdqnError(
+                    f"--distributed: process {cluster.process_id} met process 0 but could not open its watch connection "
+                    f"to {host}:{reply.split()[1]} ({err.strerror or err}); the port must be reachable like the coordinator's"
+                ) from None
             return
         if deadline - time.monotonic() <= 0:
             raise unreachable

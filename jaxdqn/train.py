@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdqn import config as config_lib
-from jaxdqn import distributed, loop, memory
+from jaxdqn import distributed, loop, memory, peer_watch
 from jaxdqn.agents.build import build_agent, network_spec, task_keys
 from jaxdqn.agents.dqn import DQNAgent
 from jaxdqn.config import Config
@@ -77,6 +77,7 @@ def train(
     memory.check_state_fits(abstract_state, abstract_state.replay, store_key, store_size)
     job = TrainJob(cfg, agent, extra_meta)
     run_dir.mkdir(parents=True, exist_ok=True)
+    peer_watch.resume_from(run_dir / "checkpoints")  # named if a peer process dies
     if distributed.is_primary():  # process 0 alone writes the files meant for people
         (run_dir / "config.yaml").write_text(config_lib.dump(cfg))
     loop.run(job, run_dir, resume)

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from jaxdqn import config, distributed, sharding
 from jaxdqn.errors import ConfigError, JaxdqnError
 from jaxdqn.logging import read_metrics
 
-from helpers import latest_train_state
+from helpers import latest_train_state, max_abs_diff
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 240  # a hung process fails the test instead of hanging CI
@@ -82,8 +83,8 @@ def child_env(devices: int) -> dict:
     return env
 
 
-def jaxdqn_train(config_path: Path, run_dir: Path, overrides=(), processes: int = 2, resume: bool = False) -> list[str]:
-    """``jaxdqn train --distributed`` in ``processes`` processes with 2 devices each; their stdout."""
+def start_processes(config_path: Path, run_dir: Path, overrides=(), processes: int = 2, resume: bool = False):
+    """``jaxdqn train --distributed`` started in ``processes`` processes with 2 devices each."""
     command = [sys.executable, "-m", "jaxdqn.cli", "train", str(config_path), *overrides, "--run-dir", str(run_dir)]
     command += ["--resume"] if resume else []
     port = free_port()
@@ -95,6 +96,12 @@ def jaxdqn_train(config_path: Path, run_dir: Path, overrides=(), processes: int 
         else:  # the same through flags
             args += ["--coordinator-address", f"localhost:{port}", "--num-processes", str(processes), "--process-id", str(pid)]
         procs.append(subprocess.Popen(command + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def jaxdqn_train(config_path: Path, run_dir: Path, overrides=(), processes: int = 2, resume: bool = False) -> list[str]:
+    """``jaxdqn train --distributed`` in ``processes`` processes with 2 devices each; their stdout."""
+    procs = start_processes(config_path, run_dir, overrides, processes, resume)
     outputs = []
     deadline = time.monotonic() + TIMEOUT_S
     try:
@@ -133,13 +140,6 @@ def cut_after_first_checkpoint(run_dir: Path, cut: Path, step: int) -> None:
 def restored(run_dir: Path):
     """The latest checkpoint's full training state, restored in this (one-device) process."""
     return jax.device_get(latest_train_state(config.load(run_dir / "config.yaml"), run_dir))
-
-
-def max_abs_diff(a, b) -> float:
-    return max(
-        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
-    )
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +225,45 @@ def test_checkpoint_of_two_processes_is_evaluated_inspected_and_taught_from_in_o
     assert "pole-1.0" in sources.describe(str(run_dir))
     teacher = sources.load_source(str(run_dir), "teacher")
     assert max_abs_diff(teacher.params, restored(runs["independent", 1].dir).params) < 1e-5
+
+
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_killed_process_stops_the_other_in_one_line_naming_the_checkpoint(tmp_path, victim):
+    from jaxdqn import peer_watch
+
+    config_path = tmp_path / "long.yaml"
+    long_run = {**TINY, "train": {**TINY["train"], "total_env_steps": 10**7, "checkpoint_every": 200}}
+    config_path.write_text(yaml.safe_dump(long_run, sort_keys=False))
+    run_dir = tmp_path / "run"
+    procs = start_processes(config_path, run_dir)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (run_dir / "checkpoints" / "200" / "meta").is_dir() and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
+            time.sleep(0.1)
+        time.sleep(1.0)  # mid-run, past the first checkpoint
+        procs[victim].kill()
+        killed_at = time.monotonic()
+        survivor = procs[1 - victim]
+        _, err = survivor.communicate(timeout=60)
+        waited = time.monotonic() - killed_at
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    print(f"victim {victim}: the survivor exited with {survivor.returncode} {waited:.1f} s after the kill")
+    assert waited < peer_watch.GRACE_S + 20  # JAX's own wait for a dead peer is about 100 s
+    if victim == 0 and survivor.returncode == -signal.SIGABRT:
+        # process 0 held JAX's coordination service: its client in the survivor may abort first (README)
+        assert "coordination service" in err, err[-3000:]
+        return
+    assert survivor.returncode == peer_watch.EXIT_STATUS, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("jaxdqn")]
+    assert len(lines) == 1 and f"process {victim} of the run is gone" in lines[0], err[-3000:]
+    newest = max(int(p.name) for p in (run_dir / "checkpoints").iterdir() if (p / "meta").is_dir())
+    assert f"env step {newest} in {run_dir / 'checkpoints'}" in lines[0] and "--resume" in lines[0]
+    assert "Traceback" not in err and "gloo" not in err.lower()
 
 
 # -- start-up, without starting JAX's runtime ------------------------------------
