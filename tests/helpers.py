@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import chex
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxdqn import config
 
@@ -43,3 +46,29 @@ def latest_train_state(cfg: config.Config, run_dir: str | Path):
         return checkpointer.restore_state(jax.eval_shape(build_agent(cfg).init, task_keys(cfg)))[0]
     finally:
         checkpointer.close()
+
+
+def random_batch(seed: int, num_tasks: int, batch: int = 8, obs_size: int = 4, actions: int = 2):
+    """A ``[num_tasks, batch]`` batch of random transitions (a fifth of them terminal)."""
+    from jaxdqn.replay import Transition
+
+    rng = np.random.default_rng(seed)
+    return Transition(
+        obs=jnp.asarray(rng.normal(size=(num_tasks, batch, obs_size)).astype(np.float32)),
+        action=jnp.asarray(rng.integers(0, actions, size=(num_tasks, batch)).astype(np.int32)),
+        reward=jnp.asarray(rng.normal(size=(num_tasks, batch)).astype(np.float32)),
+        next_obs=jnp.asarray(rng.normal(size=(num_tasks, batch, obs_size)).astype(np.float32)),
+        terminated=jnp.asarray(rng.random((num_tasks, batch)) < 0.2),
+        truncated=jnp.zeros((num_tasks, batch), bool),
+    )
+
+
+def assert_trees_identical(a, b) -> None:
+    """The same tree structure, and every leaf equal bit for bit."""
+    chex.assert_trees_all_equal(jax.device_get(a), jax.device_get(b), strict=True)
+
+
+def max_abs_diff(a, b) -> float:
+    """The largest absolute difference between matching leaves of two trees."""
+    leaves = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in leaves)

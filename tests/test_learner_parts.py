@@ -13,7 +13,8 @@ from jaxdqn import popart as popart_lib
 from jaxdqn.agents import parts
 from jaxdqn.agents.learner import Learner
 from jaxdqn.networks import NetworkSpec, QNetwork
-from jaxdqn.replay import Transition
+
+from helpers import random_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,18 +29,6 @@ class PullToConstant:
     def task_loss(self, q, constant, action_mask, count):
         del action_mask
         return self.weight * (count + 1.0) * jnp.mean(jnp.square(q - constant))
-
-
-def random_batch(seed, num_tasks, batch=8, obs_size=4, actions=2):
-    rng = np.random.default_rng(seed)
-    return Transition(
-        obs=jnp.asarray(rng.normal(size=(num_tasks, batch, obs_size)).astype(np.float32)),
-        action=jnp.asarray(rng.integers(0, actions, size=(num_tasks, batch)).astype(np.int32)),
-        reward=jnp.asarray(rng.normal(size=(num_tasks, batch)).astype(np.float32)),
-        next_obs=jnp.asarray(rng.normal(size=(num_tasks, batch, obs_size)).astype(np.float32)),
-        terminated=jnp.asarray(rng.random((num_tasks, batch)) < 0.2),
-        truncated=jnp.zeros((num_tasks, batch), bool),
-    )
 
 
 def make(num_tasks=2, mode="hard", **fields):

@@ -25,6 +25,8 @@ import pytest
 from jaxdqn import config, losses
 from jaxdqn.agents.build import build_agent, task_keys
 
+from helpers import max_abs_diff
+
 POLE_LENGTHS = [0.5, 0.8, 1.2]
 
 BASE = {
@@ -58,13 +60,6 @@ def trained(cfg: config.Config, iterations: int = 300):
 
 def task_slice(tree, i):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
-
-
-def max_abs_diff(a, b) -> float:
-    return max(
-        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
-    )
 
 
 @pytest.fixture(scope="module")

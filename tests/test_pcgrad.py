@@ -15,7 +15,8 @@ import pytest
 
 from jaxdqn import config, losses
 from jaxdqn.agents.build import build_agent
-from jaxdqn.replay import Transition
+
+from helpers import random_batch
 
 
 def reference_pcgrad(grads: np.ndarray, orders: np.ndarray) -> np.ndarray:
@@ -118,18 +119,6 @@ def hard_cfg(num_tasks, surgery="none", **dqn):
             "multitask": {"mode": "hard", "gradient_surgery": surgery},
             "train": {"num_envs": 2, "total_env_steps": 100, "log_every": 10},
         }
-    )
-
-
-def random_batch(seed, num_tasks, batch=8):
-    rng = np.random.default_rng(seed)
-    return Transition(
-        obs=jnp.asarray(rng.normal(size=(num_tasks, batch, 4)).astype(np.float32)),
-        action=jnp.asarray(rng.integers(0, 2, size=(num_tasks, batch)).astype(np.int32)),
-        reward=jnp.asarray(rng.normal(size=(num_tasks, batch)).astype(np.float32)),
-        next_obs=jnp.asarray(rng.normal(size=(num_tasks, batch, 4)).astype(np.float32)),
-        terminated=jnp.asarray(rng.random((num_tasks, batch)) < 0.2),
-        truncated=jnp.zeros((num_tasks, batch), bool),
     )
 
 

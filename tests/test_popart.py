@@ -10,7 +10,8 @@ import pytest
 from jaxdqn import config, popart
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.checkpoint import Checkpointer
-from jaxdqn.replay import Transition
+
+import helpers
 
 NUM_TASKS = 2
 
@@ -28,15 +29,7 @@ def cfg_for(mode="hard", dueling=False, double=False, reward_scale=(1.0, 100.0),
 
 
 def random_batch(seed, batch=8):
-    rng = np.random.default_rng(seed)
-    return Transition(
-        obs=jnp.asarray(rng.normal(size=(NUM_TASKS, batch, 4)).astype(np.float32)),
-        action=jnp.asarray(rng.integers(0, 2, size=(NUM_TASKS, batch)).astype(np.int32)),
-        reward=jnp.asarray(rng.normal(size=(NUM_TASKS, batch)).astype(np.float32)),
-        next_obs=jnp.asarray(rng.normal(size=(NUM_TASKS, batch, 4)).astype(np.float32)),
-        terminated=jnp.asarray(rng.random((NUM_TASKS, batch)) < 0.2),
-        truncated=jnp.zeros((NUM_TASKS, batch), bool),
-    )
+    return helpers.random_batch(seed, NUM_TASKS, batch)
 
 
 def random_stats(seed):

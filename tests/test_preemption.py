@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
 import yaml
 
@@ -22,12 +21,7 @@ from jaxdqn.checkpoint import Checkpointer, complete_steps
 from jaxdqn.cli import main
 from jaxdqn.train import train
 
-from helpers import TINY_CARTPOLE, latest_train_state, tiny_cartpole
-
-
-def assert_trees_identical(a, b):
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+from helpers import TINY_CARTPOLE, assert_trees_identical, latest_train_state, tiny_cartpole
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,13 @@ from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.checkpoint import Checkpointer
 from jaxdqn.train import train
 
-from helpers import TINY_CARTPOLE, latest_train_state
+from helpers import TINY_CARTPOLE, assert_trees_identical, latest_train_state
 
 BASE = TINY_CARTPOLE
 
 
 def make_cfg(**overrides) -> config.Config:
     return config.from_dict(config.apply_overrides(BASE, [f"{k}={v}" for k, v in overrides.items()]))
-
-
-def assert_trees_identical(a, b):
-    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    assert len(leaves_a) == len(leaves_b)
-    for x, y in zip(leaves_a, leaves_b):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.fixture(scope="module")
