@@ -72,3 +72,12 @@ def max_abs_diff(a, b) -> float:
     """The largest absolute difference between matching leaves of two trees."""
     leaves = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
     return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in leaves)
+
+
+def error_line(capsys) -> str:
+    """The single stderr line of a failed CLI call (and no traceback)."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]

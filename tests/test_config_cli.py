@@ -14,16 +14,9 @@ from pathlib import Path
 from jaxdqn import cli, config
 from jaxdqn.errors import ConfigError
 
+from helpers import error_line
+
 BASE = {"tasks": [{"env_id": "CartPole-v1"}]}
-
-
-def _error_line(capsys) -> str:
-    """The single stderr line of a failed CLI call."""
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # --------------------------------------------------------------------------
@@ -221,7 +214,7 @@ def test_cli_config_errors_exit_2_with_one_line(write_config, tmp_path, capsys, 
     run_dir = tmp_path / "run"
     code = cli.main(["train", str(write_config(BASE)), override, "--run-dir", str(run_dir)])
     assert code == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert line.startswith("jaxdqn train: error: ")
     for piece in pieces:
         assert piece in line, (piece, line)
@@ -231,14 +224,14 @@ def test_cli_config_errors_exit_2_with_one_line(write_config, tmp_path, capsys, 
 def test_cli_missing_config_file(tmp_path, capsys):
     missing = tmp_path / "missing.yaml"
     assert cli.main(["train", str(missing)]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert line.startswith("jaxdqn train: error: ")
     assert str(missing) in line and "does not exist" in line
 
 
 def test_cli_resume_needs_run_dir(write_config, capsys):
     assert cli.main(["train", str(write_config(BASE)), "--resume"]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert line.startswith("jaxdqn train: error: ")
     assert "--resume" in line and "--run-dir" in line
 
@@ -247,26 +240,26 @@ def test_cli_resume_of_a_run_without_checkpoints(write_config, tmp_path, capsys)
     run_dir = tmp_path / "empty_run"
     run_dir.mkdir()
     assert cli.main(["train", str(write_config(BASE)), "--resume", "--run-dir", str(run_dir)]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "--resume" in line and str(run_dir) in line
 
 
 def test_cli_evaluate_nonexistent_path(capsys):
     assert cli.main(["evaluate", "/nonexistent"]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert line.startswith("jaxdqn evaluate: error: ")
     assert "'/nonexistent'" in line and "does not exist" in line
 
 
 def test_cli_evaluate_folder_without_checkpoints(tmp_path, capsys):
     assert cli.main(["evaluate", str(tmp_path)]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "no checkpoint found" in line and str(tmp_path) in line
 
 
 def test_cli_plot_folder_without_metrics(tmp_path, capsys):
     assert cli.main(["plot", str(tmp_path)]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert line.startswith("jaxdqn plot: error: ")
     assert "metrics.csv" in line and str(tmp_path) in line
 
@@ -343,7 +336,7 @@ def test_cli_unknown_env_param(write_config, tmp_path, capsys):
     run_dir = tmp_path / "run"
     code = cli.main(["train", str(write_config(BASE)), "tasks.0.env_params={lenght: 1.0}", "--run-dir", str(run_dir)])
     assert code == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert line.startswith("jaxdqn train: error: ")
     assert "'lenght'" in line and "CartPole-v1" in line and "length" in line and "max_steps_in_episode" in line
 

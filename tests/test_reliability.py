@@ -9,17 +9,9 @@ import pytest
 from jaxdqn import cli, config
 from jaxdqn.errors import ConfigError
 
-from helpers import latest_train_state, tiny_cartpole
+from helpers import error_line, latest_train_state, tiny_cartpole
 
 BASE = {"tasks": [{"env_id": "CartPole-v1"}]}
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # --------------------------------------------------------------------------
@@ -52,7 +44,7 @@ def test_non_finite_values_in_a_file_name_the_key(tmp_path, text, key):
 def test_non_finite_overrides_exit_2_naming_the_key(write_config, tmp_path, capsys, override):
     run_dir = tmp_path / "run"
     assert cli.main(["train", str(write_config(BASE)), override, "--run-dir", str(run_dir)]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert f"config key '{override.split('=')[0]}'" in line and "finite" in line
     assert not run_dir.exists()
 
@@ -92,7 +84,7 @@ def test_empty_binary_and_non_mapping_files_are_one_line_errors(tmp_path, capsys
     path.write_bytes(content)
     for command in ("train", "distill", "transfer"):
         assert cli.main([command, str(path), "--run-dir", str(tmp_path / "run")]) == 2
-        line = _error_line(capsys)
+        line = error_line(capsys)
         assert line.startswith(f"jaxdqn {command}: error: config file ") and str(path) in line
         for piece in pieces:
             assert piece in line, (piece, line)
@@ -199,7 +191,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_so_in_one_lin
     monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", disk_full_at_2000)
     run_dir = tmp_path / "run"
     assert cli.main(["train", str(write_config(TINY)), "--run-dir", str(run_dir)]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert line == (
         f"jaxdqn train: error: could not write the checkpoint at env step 2000 in {run_dir.absolute() / 'checkpoints'}: "
         "No space left on device; the checkpoint at env step 1000 is intact and still the latest"
@@ -230,7 +222,7 @@ def test_a_replay_that_cannot_fit_is_refused_before_allocating(write_config, tmp
     run_dir = tmp_path / "run"
     huge = "dqn.replay_capacity=10000000000000"
     assert cli.main(["train", str(write_config(BASE)), huge, "--run-dir", str(run_dir)]) == 2  # at once: nothing allocated
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert line.startswith("jaxdqn train: error: config key 'dqn.replay_capacity': got 10000000000000; ")
     shapes = _state_shapes(config.load(write_config(BASE), [huge]))
     assert f"needs {tree_nbytes(shapes):,} bytes" in line and f"(replay {tree_nbytes(shapes.replay):,} bytes" in line
@@ -307,7 +299,7 @@ def test_a_nonfinite_parameter_stops_training_naming_task_and_step_without_savin
     }
     run_dir = tmp_path / "run"
     assert cli.main(["train", str(write_config(data)), "--run-dir", str(run_dir)]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert line.startswith(
         "jaxdqn train: error: training stopped at env step 3000: non-finite (nan or inf) parameters in task 'b'"
     )
