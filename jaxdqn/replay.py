@@ -34,6 +34,12 @@ class ReplayState(NamedTuple):
     size: jax.Array  # number of filled slots, int32
 
 
+def batch_from_step(obs: jax.Array, actions: jax.Array, step) -> Transition:
+    """The transitions of one env step of a batch of envs: ``obs [B, ...]`` acted on with
+    ``actions``, then ``step`` (an :class:`~jaxdqn.envs.base.EnvStep`)."""
+    return Transition(obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
+
+
 def init(example: Transition, capacity: int) -> ReplayState:
     """Empty buffer whose slots have the shapes and dtypes of one ``example``."""
     storage = jax.tree_util.tree_map(lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype), example)

@@ -24,7 +24,7 @@ import optax
 from jaxdqn import replay
 from jaxdqn.agents.learner import Learner
 from jaxdqn.agents.schedule import Schedule
-from jaxdqn.agents.system import System
+from jaxdqn.agents.system import ReplayBuffer, System
 from jaxdqn.envs import TaskSet
 
 
@@ -62,10 +62,9 @@ class DQNAgent(System):
     tasks: TaskSet
     schedule: Schedule
     mesh: Any = None  # jax.sharding.Mesh when the run spans several devices (see jaxdqn.sharding)
-    # Replay with pure init / add_batch / sample: jaxdqn.replay (whole transitions) by
-    # default; jaxdqn.pixel_replay.PixelReplay stores Atari frames once. A buffer with a
-    # ``batch_from_step(obs, actions, step)`` method builds what it stores itself.
-    buffer: Any = replay
+    # A ReplayBuffer (jaxdqn.agents.system): jaxdqn.replay (whole transitions) by default;
+    # jaxdqn.pixel_replay.PixelReplay stores Atari frames once.
+    buffer: ReplayBuffer = replay
     target: TargetUpdate = TargetUpdate()
 
     state_type = TrainState
@@ -86,10 +85,7 @@ class DQNAgent(System):
         )
 
     def replay_items(self, state: TrainState, actions: jax.Array, step) -> Any:
-        make = getattr(self.buffer, "batch_from_step", None)
-        if make is not None:
-            return jax.vmap(make)(state.obs, actions, step)
-        return replay.Transition(state.obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
+        return jax.vmap(self.buffer.batch_from_step)(state.obs, actions, step)
 
     def gradient_step(self, state: TrainState, batch, keys: jax.Array) -> tuple[TrainState, dict]:
         surgery = None

@@ -108,7 +108,7 @@ class PQNAgent(System):
         return replay.Transition(obs[0, 0], jnp.zeros((), jnp.int32), scalar, obs[0, 0], jnp.zeros((), bool), jnp.zeros((), bool))
 
     def replay_items(self, state: PQNState, actions: jax.Array, step) -> replay.Transition:
-        return replay.Transition(state.obs, actions, step.reward, step.next_obs, step.terminated, step.truncated)
+        return jax.vmap(replay.batch_from_step)(state.obs, actions, step)
 
     # -- learning -----------------------------------------------------------
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -35,13 +35,41 @@ Metrics = dict  # name -> summed array ([T] per task, or [] run-wide)
 EPISODE_METRICS = ("return_sum", "length_sum", "episodes")
 
 
+class ReplayBuffer(Protocol):
+    """What a system needs of its replay: pure functions of one task's buffer state
+    (:mod:`jaxdqn.replay` itself, or :class:`jaxdqn.pixel_replay.PixelReplay`)."""
+
+    def init(self, example: Any, capacity: int) -> Any: ...
+
+    def batch_from_step(self, obs: jax.Array, actions: jax.Array, step: Any) -> Any:
+        """What the buffer stores of one env step of a batch of envs."""
+
+    def add_batch(self, state: Any, items: Any) -> Any: ...
+
+    def sample(self, state: Any, key: jax.Array, batch_size: int) -> Any: ...
+
+
+class SystemLearner(Protocol):
+    """What a system needs of its learner (:class:`jaxdqn.agents.learner.Learner`)."""
+
+    mode: str  # "independent", "hard" or "soft"
+    per_task_optimizer: bool
+
+    @property
+    def task_axis(self) -> Any: ...
+
+    def q_values(self, params: Any, obs: jax.Array) -> jax.Array: ...
+
+
 class System:
     """The shared machinery. A subclass is a frozen dataclass with the fields
     ``tasks`` (a :class:`~jaxdqn.envs.TaskSet`), ``schedule`` (a
     :class:`~jaxdqn.agents.schedule.Schedule`), ``mesh`` (a ``jax.sharding.Mesh``
-    or ``None``), ``buffer`` (a replay module: pure ``init / add_batch / sample``)
-    and a ``learner`` (``q_values``, ``task_axis``, ``per_task_optimizer``), and
-    fills in the hooks below."""
+    or ``None``), ``buffer`` (a :class:`ReplayBuffer`) and ``learner`` (a
+    :class:`SystemLearner`), and fills in the hooks below."""
+
+    learner: SystemLearner
+    buffer: ReplayBuffer
 
     state_type: Any = None  # the state's NamedTuple
     learn_metrics: tuple[tuple[str, bool], ...] = ()  # (name, per task?) summed over gradient steps
@@ -169,8 +197,7 @@ class System:
 
     def _sample(self, state, keys: jax.Array):
         batch = jax.vmap(self.buffer.sample, in_axes=(0, 0, None))(state.replay, keys, self.schedule.batch_size)
-        hard = getattr(self.learner, "mode", None) == "hard"
-        if hard and sharding.batch_sharding(self.mesh) is not None:
+        if self.learner.mode == "hard" and sharding.batch_sharding(self.mesh) is not None:
             batch = jax.lax.with_sharding_constraint(batch, sharding.batch_sharding(self.mesh))
         return batch
 
