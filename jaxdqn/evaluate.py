@@ -24,7 +24,7 @@ from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon, tas
 from jaxdqn.agents.learner import epsilon_greedy
 from jaxdqn.config import Config
 from jaxdqn.envs import TaskSet
-from jaxdqn.host_loop import _observe, reset_atari
+from jaxdqn.runners import observe_envpool, reset_atari
 
 
 def play_episodes(learner, tasks: TaskSet, params, keys: jax.Array, epsilon: float) -> jax.Array:
@@ -73,7 +73,7 @@ class HostEvaluation:
             return keys, jax.vmap(epsilon_greedy, in_axes=(0, 0, None, 0))(act_keys, q, epsilon, mask)
 
         def observe(env_states, raws):
-            env_states, step = _observe(tasks, env_states, raws)
+            env_states, step = observe_envpool(tasks, env_states, raws)
             return env_states, step.obs, step.reward, jnp.logical_or(step.terminated, step.truncated)
 
         self._policy = jax.jit(policy)

@@ -34,7 +34,7 @@ from jaxdqn.agents.system import chunk_rows
 from jaxdqn.checkpoint import Checkpointer
 from jaxdqn.config import TrainConfig
 from jaxdqn.errors import JaxdqnError
-from jaxdqn.host_loop import make_runner
+from jaxdqn.runners import make_runner
 from jaxdqn.logging import MetricsWriter
 from jaxdqn.nonfinite import check_finite
 

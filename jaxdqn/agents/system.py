@@ -150,7 +150,7 @@ class System:
 
     # -- collect: act -> env step -> record ------------------------------------------
     #
-    # The pieces are public so that a host-stepped loop (jaxdqn.host_loop) can step the
+    # The pieces are public so that a host-stepped loop (jaxdqn.runners) can step the
     # envs outside compiled code and still act, record and learn exactly the same way.
 
     def act(self, state):
@@ -225,7 +225,7 @@ class System:
 
     def learn_unrolled(self, state, metrics: Metrics, keys: jax.Array):
         """The same gradient steps as ``learn``, unrolled instead of looped, for callers
-        that decide on the host when to learn (jaxdqn.host_loop): XLA:CPU runs
+        that decide on the host when to learn (jaxdqn.runners): XLA:CPU runs
         convolutions many times slower inside loops and conditionals."""
         per_update = self._update_keys(keys)
         carry = (state, metrics)

@@ -6,7 +6,7 @@ stepped in one of two ways:
 - ``xla``: the pool's XLA handle (``env.xla()``) is stepped inside the jitted
   training iteration. Handles cannot be vmapped, so the pools of a group are
   stepped one after another.
-- ``host``: the host calls ``send``/``recv`` itself (see ``jaxdqn.host_loop``),
+- ``host``: the host calls ``send``/``recv`` itself (see ``jaxdqn.runners``),
   so the emulators run in envpool's threads while the learner's compiled
   update runs.
 

@@ -1,4 +1,4 @@
-"""What drives a chunk of training iterations, and Atari's host-stepped loop.
+"""What drives a chunk of training iterations (the runners), and Atari's host-stepped loop.
 
 ``make_runner(agent)`` gives the object ``jaxdqn.train`` calls each chunk:
 
@@ -50,7 +50,7 @@ def _concat(trees):
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
 
 
-def _observe(tasks: TaskSet, env_states, raws):
+def observe_envpool(tasks: TaskSet, env_states, raws):
     """(env states, AtariStep ``[T, B, ...]``) from one ``recv`` of every group's pools."""
     new_states, steps = [], []
     for (group, _), group_state, raw in zip(tasks.groups, env_states, raws):
@@ -137,7 +137,7 @@ class HostRunner(Runner):
             return state, actions, update_keys
 
         def record(state, metrics, actions, raws):
-            env_state, step = _observe(tasks, state.env_state, raws)
+            env_state, step = observe_envpool(tasks, state.env_state, raws)
             return agent.record(state, metrics, actions, env_state, step)
 
         self._act = jax.jit(act, donate_argnums=0)
