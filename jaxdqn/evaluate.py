@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn import atari, checkpoint, distributed
+from jaxdqn import atari_scores as atari
+from jaxdqn import checkpoint, distributed
 from jaxdqn import config as config_lib
 from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon, task_keys
 from jaxdqn.agents.learner import epsilon_greedy

@@ -175,7 +175,7 @@ def normalise_scores(
     scores: dict[str, np.ndarray], tasks: Sequence[str], how: str, reference: np.ndarray | None = None
 ) -> tuple[dict[str, np.ndarray], str]:
     """Scores ``[runs, tasks]`` per group, normalised; and a sentence saying how."""
-    from jaxdqn import atari
+    from jaxdqn import atari_scores as atari
 
     if how == "auto":
         how = "reference" if reference is not None else ("human" if all(atari.has_reference(t) for t in tasks) else "minmax")

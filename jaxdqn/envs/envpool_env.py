@@ -79,7 +79,7 @@ def needs_atari_extra(env_id: str) -> bool:
     extra, is not installed."""
     if not ATARI_ID.fullmatch(env_id) or registered_ids():
         return False
-    from jaxdqn.atari import game_name, reference_scores
+    from jaxdqn.atari_scores import game_name, reference_scores
 
     return game_name(env_id) in reference_scores()
 
