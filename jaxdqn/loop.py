@@ -35,7 +35,7 @@ from jaxdqn.checkpoint import Checkpointer
 from jaxdqn.config import TrainConfig
 from jaxdqn.errors import JaxdqnError
 from jaxdqn.runners import make_runner
-from jaxdqn.logging import MetricsWriter
+from jaxdqn.run_outputs import MetricsWriter
 from jaxdqn.nonfinite import check_finite
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from jaxdqn.errors import ConfigError
-from jaxdqn.logging import read_metrics
+from jaxdqn.run_outputs import read_metrics
 
 
 def finished_runs(root: Path) -> dict[str, dict[int, Path]]:

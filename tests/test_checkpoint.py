@@ -14,7 +14,7 @@ import yaml
 from jaxdqn import checkpoint, cli, config
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.errors import CheckpointError
-from jaxdqn.logging import COLUMNS
+from jaxdqn.run_outputs import COLUMNS
 
 from helpers import latest_train_state
 

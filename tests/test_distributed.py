@@ -35,7 +35,7 @@ import yaml
 
 from jaxdqn import config, distributed, sharding
 from jaxdqn.errors import ConfigError, JaxdqnError
-from jaxdqn.logging import read_metrics
+from jaxdqn.run_outputs import read_metrics
 
 from helpers import latest_train_state, max_abs_diff
 

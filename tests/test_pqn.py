@@ -12,7 +12,7 @@ from jaxdqn import cli, config
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.agents.pqn import q_lambda_targets
 from jaxdqn.errors import ConfigError
-from jaxdqn.logging import read_metrics
+from jaxdqn.run_outputs import read_metrics
 from jaxdqn.train import train
 from jaxdqn.transfer.sources import load_source
 from helpers import latest_train_state

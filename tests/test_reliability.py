@@ -137,7 +137,7 @@ def _tensorboard_scalars(logdir) -> dict[str, list[int]]:
 
 
 def test_metrics_writer_keeps_rows_through_the_resume_step_and_a_cut_last_line(tmp_path):
-    from jaxdqn.logging import MetricsWriter, read_metrics
+    from jaxdqn.run_outputs import MetricsWriter, read_metrics
 
     writer = MetricsWriter(tmp_path, tensorboard=True, keep_through=0)
     for step in (100, 200, 300):
@@ -309,7 +309,7 @@ def test_a_nonfinite_parameter_stops_training_naming_task_and_step_without_savin
 
 
 def _metric_steps(run_dir):
-    from jaxdqn.logging import read_metrics
+    from jaxdqn.run_outputs import read_metrics
 
     return [r["env_steps"] for r in read_metrics(run_dir) if r["task"] == "mean"]
 
@@ -389,7 +389,7 @@ def test_sigkill_at_two_moments_and_resume_equals_the_uninterrupted_run(write_co
     import jax
     import numpy as np
 
-    from jaxdqn.logging import read_metrics
+    from jaxdqn.run_outputs import read_metrics
     from jaxdqn.train import train
 
     data = {**TINY, "train": {**TINY["train"], "total_env_steps": 16000, "keep_checkpoints": 3, "tensorboard": True}}

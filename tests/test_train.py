@@ -82,7 +82,7 @@ def test_seed_decides_the_run():
     reason="set JAXDQN_TEST_WANDB=1: a SIGTERM of unknown origin reached a later test once after this one (under investigation)",
 )
 def test_wandb_offline_logs_the_same_scalars_and_the_config(tmp_path, monkeypatch):
-    from jaxdqn import logging as metrics_log
+    from jaxdqn import run_outputs as metrics_log
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     logged = []

@@ -19,7 +19,7 @@ import yaml
 
 from jaxdqn import cli, config
 from jaxdqn.errors import CheckpointError
-from jaxdqn.logging import read_metrics
+from jaxdqn.run_outputs import read_metrics
 from jaxdqn.replay import Transition
 from jaxdqn.train import train
 from jaxdqn.transfer import config as tconfig

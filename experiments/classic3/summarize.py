@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxdqn import report
-from jaxdqn.logging import read_metrics
+from jaxdqn.run_outputs import read_metrics
 
 HERE = Path(__file__).parent
 VARIANTS = ("independent", "hard_input", "hard")

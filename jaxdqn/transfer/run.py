@@ -34,7 +34,7 @@ from jaxdqn.agents.dqn import DQNAgent
 from jaxdqn.config import Config, DQNConfig, MultitaskConfig
 from jaxdqn.envs import TaskSet
 from jaxdqn.errors import ConfigError
-from jaxdqn.logging import MetricsWriter
+from jaxdqn.run_outputs import MetricsWriter
 from jaxdqn.evaluate import Evaluator
 from jaxdqn.networks import QNetwork
 from jaxdqn.train import checkpoint_meta
