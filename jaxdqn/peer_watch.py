@@ -59,7 +59,7 @@ def accept(server: socket.socket, num_peers: int, process_id: int, timeout_s: fl
     """Process 0: takes one connection from each peer (which says its id) and watches them all."""
     deadline = time.monotonic() + timeout_s
     try:
-        while len(_connections) < num_peers:
+        for _ in range(num_peers):
             server.settimeout(max(0.1, deadline - time.monotonic()))
             conn, _ = server.accept()
             conn.settimeout(max(1.0, deadline - time.monotonic()))
@@ -110,12 +110,12 @@ def _wait_for_end(conn: socket.socket, other: int, me: int) -> None:
     if other != 0:
         time.sleep(GRACE_S)
     if not _leaving.is_set():
-        stop(other, me)
+        _stop(other, me)
 
 
-def stop(other: int, me: int) -> None:
-    """Prints the one line about the process that is gone and ends this process (once, from any thread)."""
-    with _stopping:  # the watcher and JAX's coordination client may both get here; the first one ends the process
+def _stop(other: int, me: int) -> None:
+    """Prints the one line about the process that is gone and ends this process."""
+    with _stopping:  # process 0 watches every peer: when several die, the first watcher to get here ends it
         try:
             print(
                 f"jaxdqn: process {other} of the run is gone; stopping process {me}. {_resume_line()}",

@@ -229,7 +229,7 @@ def test_checkpoint_of_two_processes_is_evaluated_inspected_and_taught_from_in_o
 
 @pytest.mark.parametrize("victim", [1, 0])
 def test_a_killed_process_stops_the_other_in_one_line_naming_the_checkpoint(tmp_path, victim):
-    from jaxdqn import peer_watch
+    from jaxdqn import checkpoint, peer_watch
 
     config_path = tmp_path / "long.yaml"
     long_run = {**TINY, "train": {**TINY["train"], "total_env_steps": 10**7, "checkpoint_every": 200}}
@@ -261,7 +261,7 @@ def test_a_killed_process_stops_the_other_in_one_line_naming_the_checkpoint(tmp_
     assert survivor.returncode == peer_watch.EXIT_STATUS, err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("jaxdqn")]
     assert len(lines) == 1 and f"process {victim} of the run is gone" in lines[0], err[-3000:]
-    newest = max(int(p.name) for p in (run_dir / "checkpoints").iterdir() if (p / "meta").is_dir())
+    newest = checkpoint.complete_steps(run_dir / "checkpoints")[-1]
     assert f"env step {newest} in {run_dir / 'checkpoints'}" in lines[0] and "--resume" in lines[0]
     assert "Traceback" not in err and "gloo" not in err.lower()
 
