@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from jaxdqn import peer_watch, preemption
+from jaxdqn.run_layout import checkpoint_dirs
 from jaxdqn.errors import JaxdqnError
 
 
@@ -40,7 +41,7 @@ def _check_resume(args: argparse.Namespace) -> None:
     if args.resume and args.run_dir is None:
         raise JaxdqnError(f"--resume{' auto' if args.resume == 'auto' else ''} needs --run-dir RUN_DIR (the run to continue)")
     if args.resume == "auto":
-        started = (Path(args.run_dir) / "checkpoints").is_dir()
+        started = bool(checkpoint_dirs(Path(args.run_dir)))
         print(f"--resume auto: {'continuing the run in' if started else 'starting a new run in'} {args.run_dir}", file=sys.stderr)
         args.resume = started
     else:

@@ -208,6 +208,11 @@ class TrainConfig:
     tensorboard: bool = _field(True, help="also write TensorBoard event files")
     wandb: WandbConfig = _field(WandbConfig())
     progress: bool = _field(True, help="show a progress bar")
+    seeds: tuple[int, ...] = _field(
+        (),
+        help="run these seeds together, vmapped in one compiled call, each written to RUN_DIR/seed_S as a run of "
+        "its own (empty: one run with the top-level seed)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,6 +381,11 @@ def _check_consistency(cfg: Config) -> None:
         elif pgx_env.is_pgx_id(task.env_id):
             pgx_env.make_params(task.env_id, task.env_params, key=f"tasks[{i}].env_params")
     check_train(cfg.train)
+    if cfg.train.seeds and any(atari):
+        raise ConfigError(
+            f"config key 'train.seeds': got {list(cfg.train.seeds)}; allowed with gymnax and MinAtar tasks only: "
+            "envpool's Atari pools cannot be copied per seed (run one seed per process instead)"
+        )
     if cfg.system == "dqn":
         check_update_every(cfg.dqn.update_every, "dqn", cfg.train.num_envs)
         check_batch_fits(cfg.dqn, "dqn", "transitions")
@@ -422,8 +432,14 @@ def _check_consistency(cfg: Config) -> None:
             )
 
 
-def check_train(t: TrainConfig) -> None:
-    """The train: section's intervals fit together."""
+def check_train(t: TrainConfig, seeds_allowed: bool = True) -> None:
+    """The train: section's intervals fit together (``seeds_allowed``: whether this kind of run takes ``train.seeds``)."""
+    if t.seeds and not seeds_allowed:
+        raise ConfigError(
+            f"config key 'train.seeds': got {list(t.seeds)}; allowed: [] (distillation and transfer runs take one seed)"
+        )
+    if len(set(t.seeds)) != len(t.seeds):
+        raise ConfigError(f"config key 'train.seeds': got {list(t.seeds)}; allowed: distinct seeds")
     for key in ("log_every", "total_env_steps"):
         value = getattr(t, key)
         if value % t.num_envs:

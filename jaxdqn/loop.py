@@ -20,6 +20,7 @@ checkpoint records, extra columns of a row, and anything written next to
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import sys
 import time
@@ -27,14 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdqn import distributed, preemption, sharding
+from jaxdqn.agents import seeds
+from jaxdqn.agents.seeds import Seeded
 from jaxdqn.agents.system import chunk_rows
 from jaxdqn.checkpoint import Checkpointer
 from jaxdqn.config import TrainConfig
 from jaxdqn.errors import JaxdqnError
 from jaxdqn.runners import make_runner
+from jaxdqn.run_layout import checkpoint_dirs
 from jaxdqn.run_outputs import MetricsWriter
 from jaxdqn.nonfinite import check_finite
 
@@ -47,10 +52,10 @@ def new_run_dir(output_dir: str, name: str) -> Path:
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """``--resume`` needs checkpoints; a new run refuses a directory that has some."""
-    ckpt_dir = run_dir / "checkpoints"
-    if resume and not ckpt_dir.is_dir():
+    dirs = checkpoint_dirs(run_dir)
+    if resume and not dirs:
         raise JaxdqnError(f"--resume: no checkpoints in {str(run_dir)!r}")
-    if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+    if not resume and any(any(d.iterdir()) for d in dirs):
         raise JaxdqnError(f"{str(run_dir)!r} already holds checkpoints; pass --resume to continue it")
 
 
@@ -102,33 +107,79 @@ def _progress_bar(name: str, total: int, start: int, enabled: bool):
     return tqdm(total=total, initial=start, unit="step", unit_scale=True, disable=not enabled, dynamic_ncols=True, desc=name)
 
 
+@dataclasses.dataclass(eq=False)
+class _Lane:
+    """One run's files: its job, directory, checkpoints and metrics (a seeded run has one per seed)."""
+
+    job: Job
+    run_dir: Path
+    checkpointer: Checkpointer
+    writer: MetricsWriter | None = None
+    last_eval: list[float] | None = None
+    saved_at: int = -1
+
+    def save(self, env_steps: int, state) -> None:
+        self.checkpointer.save(env_steps, state, self.job.meta(env_steps, self.last_eval))
+        self.saved_at = env_steps
+
+
 def run(job: Job, run_dir: Path, resume: bool = False):
     """Drives ``job.system`` to ``train.total_env_steps`` -> the final state."""
-    t, system = job.settings, job.system
-    ckpt_dir = run_dir / "checkpoints"
-    checkpointer = Checkpointer(ckpt_dir, keep=t.keep_checkpoints)
+    return _drive(job.system, [job], [run_dir], resume, lambda state, _: state)
+
+
+def run_seeds(system: Seeded, jobs: list[Job], run_dirs: list[Path], resume: bool = False):
+    """Drives the copies of a :class:`~jaxdqn.agents.seeds.Seeded` system together; copy ``s``
+    is the run of ``jobs[s]`` (its seed's task keys, evaluator, metadata), written to
+    ``run_dirs[s]`` as an ordinary run directory -> the final seeded state."""
+    return _drive(system, jobs, run_dirs, resume, seeds.take)
+
+
+def _restore_lanes(lanes: list[_Lane], target) -> list:
+    """Each lane's newest readable checkpoint, all at one env step (the oldest of those)."""
+    states = [lane.checkpointer.restore_state(target)[0] for lane in lanes]
+    common = min(int(state.env_steps) for state in states)
+    return [
+        state if int(state.env_steps) == common else lane.checkpointer.restore_state(target, step=common)[0]
+        for lane, state in zip(lanes, states)
+    ]
+
+
+def _drive(system, jobs: list[Job], run_dirs: list[Path], resume: bool, part):
+    """The loop over the lanes ``jobs``/``run_dirs``; ``part(state, i)`` is lane ``i``'s state."""
+    t = jobs[0].settings
+    lanes = [_Lane(job, d, Checkpointer(d / "checkpoints", keep=t.keep_checkpoints)) for job, d in zip(jobs, run_dirs)]
+    seeded = isinstance(system, Seeded)
     runner = make_runner(system)  # the system's compiled chunks, or the host-stepped Atari loop
-    if resume and checkpointer.latest_step() is None:  # stopped before its first checkpoint was complete
-        print(f"--resume: no complete checkpoint in {ckpt_dir} yet; starting the run from env step 0", file=sys.stderr)
+    if resume and any(lane.checkpointer.latest_step() is None for lane in lanes):  # stopped before its first was complete
+        where = ", ".join(str(lane.run_dir / "checkpoints") for lane in lanes if lane.checkpointer.latest_step() is None)
+        print(f"--resume: no complete checkpoint in {where} yet; starting the run from env step 0", file=sys.stderr)
         resume = False
-    # Built (or restored) straight onto the mesh: each device, and each process, holds only its own part.
-    shapes = jax.eval_shape(system.init, job.task_keys)
-    labels = system.state_labels(shapes) if system.mesh is not None else None
-    if resume:
-        state, _ = checkpointer.restore_state(sharding.abstract_state(shapes, system.mesh, labels))
-        state = runner.after_restore(state)
+    if seeded:
+        if resume:
+            state = seeds.stack(_restore_lanes(lanes, jax.eval_shape(system.system.init, jobs[0].task_keys)))
+        else:
+            state = system.fresh_state(jnp.stack([job.task_keys for job in jobs]))
     else:
-        state = sharding.init_on_mesh(system.init, job.task_keys, system.mesh, labels)
+        # Built (or restored) straight onto the mesh: each device, and each process, holds only its own part.
+        shapes = jax.eval_shape(system.init, jobs[0].task_keys)
+        labels = system.state_labels(shapes) if system.mesh is not None else None
+        if resume:
+            (state,) = _restore_lanes(lanes, sharding.abstract_state(shapes, system.mesh, labels))
+            state = runner.after_restore(state)
+        else:
+            state = sharding.init_on_mesh(system.init, jobs[0].task_keys, system.mesh, labels)
     state = system.place(state)
-    job.start(run_dir, resume, state)
+    for i, lane in enumerate(lanes):
+        lane.job.start(lane.run_dir, resume, part(state, i))
 
     env_steps = int(state.env_steps)
     primary = distributed.is_primary()  # process 0 alone writes metrics, events and the bar
-    # drops rows a killed run wrote after its checkpoint
-    writer = MetricsWriter(run_dir, tensorboard=t.tensorboard, keep_through=env_steps, wandb=t.wandb) if primary else None
-    bar = _progress_bar(job.name, t.total_env_steps, env_steps, t.progress and primary)
-    last_eval = None
-    saved_at = env_steps if resume else -1
+    for lane in lanes:
+        lane.saved_at = env_steps if resume else -1
+        if primary:  # drops rows a killed run wrote after its checkpoint
+            lane.writer = MetricsWriter(lane.run_dir, tensorboard=t.tensorboard, keep_through=env_steps, wandb=t.wandb)
+    bar = _progress_bar(jobs[0].name, t.total_env_steps, env_steps, t.progress and primary)
     restore_signals = preemption.install()
     try:
         while env_steps < t.total_env_steps:
@@ -140,38 +191,38 @@ def run(job: Job, run_dir: Path, resume: bool = False):
             elapsed = time.perf_counter() - started
             env_steps = int(state.env_steps)
             labels = system.tasks.labels
-            check_finite(
-                state.params, system.learner.param_axes(state.params), metrics, labels, env_steps
-            )  # before anything is written
+            lane_metrics = [seeds.take_metrics(metrics, i) if seeded else metrics for i in range(len(lanes))]
+            for i, lane in enumerate(lanes):  # every lane, before anything is written
+                params = jax.tree_util.tree_map(lambda x: x[i], state.params) if seeded else state.params
+                check_finite(params, system.learner.param_axes(params), lane_metrics[i], labels, env_steps)
             finished = env_steps >= t.total_env_steps
-            evaluation = None
-            if finished or (t.eval_every and env_steps % t.eval_every == 0):
-                evaluation = job.evaluator(state.params, env_steps)
-                last_eval = [float(x) for x in evaluation.mean(axis=1)]
-            per_task = job.rows(state, metrics, evaluation)
-            if evaluation is not None:
-                job.evaluated(state, env_steps, per_task)
-            steps_per_sec = (env_steps - before) * system.num_tasks / elapsed
-            if writer is not None:
-                writer.write(
-                    {
-                        "env_steps": env_steps,
-                        "updates": int(state.updates),
-                        "steps_per_sec": steps_per_sec,
-                        "wall_time": time.time(),
-                    },
-                    per_task,
-                )
-            bar.set_postfix({"steps/s": f"{steps_per_sec:,.0f}", **job.postfix(per_task, last_eval)}, refresh=False)
+            steps_per_sec = (env_steps - before) * system.num_tasks / elapsed  # per lane
+            all_rows = {}
+            for i, lane in enumerate(lanes):
+                lane_state = part(state, i)
+                evaluation = None
+                if finished or (t.eval_every and env_steps % t.eval_every == 0):
+                    evaluation = lane.job.evaluator(lane_state.params, env_steps)
+                    lane.last_eval = [float(x) for x in evaluation.mean(axis=1)]
+                per_task = lane.job.rows(lane_state, lane_metrics[i], evaluation)
+                if evaluation is not None:
+                    lane.job.evaluated(lane_state, env_steps, per_task)
+                all_rows.update({f"{i}/{label}": row for label, row in per_task.items()})
+                if lane.writer is not None:
+                    counters = {"env_steps": env_steps, "updates": int(state.updates), "steps_per_sec": steps_per_sec}
+                    lane.writer.write({**counters, "wall_time": time.time()}, per_task)
+                if finished or (t.checkpoint_every and env_steps % t.checkpoint_every == 0):
+                    lane.save(env_steps, lane_state)
+                del lane_state
+            last_evals = [x for lane in lanes for x in lane.last_eval or []] or None
+            postfix = jobs[0].postfix(all_rows, last_evals)
+            bar.set_postfix({"steps/s": f"{steps_per_sec * len(lanes):,.0f}", **postfix}, refresh=False)
             bar.update(env_steps - bar.n)
-            if finished or (t.checkpoint_every and env_steps % t.checkpoint_every == 0):
-                checkpointer.save(env_steps, state, job.meta(env_steps, last_eval))
-                saved_at = env_steps
             if distributed.any_process(preemption.requested()):  # every process stops at the same chunk
-                if saved_at != env_steps:
-                    checkpointer.save(env_steps, state, job.meta(env_steps, last_eval))
-                    saved_at = env_steps
-                raise preemption.Preempted(preemption.signal_name(), env_steps, str(ckpt_dir))
+                for i, lane in enumerate(lanes):
+                    if lane.saved_at != env_steps:
+                        lane.save(env_steps, part(state, i))
+                raise preemption.Preempted(preemption.signal_name(), env_steps, _checkpoint_dirs(lanes))
     except KeyboardInterrupt as interrupt:
         state = getattr(interrupt, "state", state)  # a host-stepped chunk hands back the state it reached
         if state is None:  # a second Ctrl-C inside a host-stepped chunk: nothing whole to save
@@ -180,16 +231,23 @@ def run(job: Job, run_dir: Path, resume: bool = False):
         env_steps = int(state.env_steps)
         if distributed.process_count() > 1:
             # saving is collective, and the other processes may stand anywhere: keep the last periodic checkpoint
-            bar.write(f"interrupted: --resume continues from the latest checkpoint in {ckpt_dir}")
-        elif saved_at != env_steps:
-            bar.write(f"interrupted: saving a checkpoint at env step {env_steps} in {ckpt_dir}")
-            checkpointer.save(env_steps, state, job.meta(env_steps, last_eval))
+            bar.write(f"interrupted: --resume continues from the latest checkpoint in {_checkpoint_dirs(lanes)}")
+        else:
+            for i, lane in enumerate(lanes):
+                if lane.saved_at != env_steps:
+                    bar.write(f"interrupted: saving a checkpoint at env step {env_steps} in {lane.run_dir / 'checkpoints'}")
+                    lane.save(env_steps, part(state, i))
         raise
     finally:
         restore_signals()
         bar.close()
-        if writer is not None:
-            writer.close()
-        checkpointer.close()
-        job.close()
+        for lane in lanes:
+            if lane.writer is not None:
+                lane.writer.close()
+            lane.checkpointer.close()
+            lane.job.close()
     return state
+
+
+def _checkpoint_dirs(lanes: list[_Lane]) -> str:
+    return ", ".join(str(lane.run_dir / "checkpoints") for lane in lanes)

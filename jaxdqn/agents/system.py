@@ -246,13 +246,18 @@ class System:
         state, metrics, update_keys = self.collect(state, metrics)
         return self.learn_if_due(state, metrics, update_keys)
 
-    @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=(1,))
-    def run(self, state, num_iterations: int):
-        """``num_iterations`` iterations in one compiled call -> (state, the chunk's metrics)."""
+    def chunk(self, state, num_iterations: int):
+        """``num_iterations`` iterations, scanned -> (state, the chunk's metrics); traced, not compiled
+        (``run`` compiles it; :class:`jaxdqn.agents.seeds.Seeded` compiles it vmapped over seeds)."""
         (state, metrics), _ = jax.lax.scan(
             lambda carry, _: (self.iteration(*carry), None), (state, self.empty_metrics()), None, length=num_iterations
         )
         return state, metrics
+
+    @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=(1,))
+    def run(self, state, num_iterations: int):
+        """``num_iterations`` iterations in one compiled call -> (state, the chunk's metrics)."""
+        return self.chunk(state, num_iterations)
 
 
 def chunk_rows(labels: list[str], metrics: Metrics) -> dict[str, dict]:

@@ -84,7 +84,7 @@ def _check_distill(cfg: DistillConfig) -> None:
     for i, teacher in enumerate(cfg.teachers):
         if not teacher.checkpoint:
             raise ConfigError(f"config key 'teachers[{i}].checkpoint': missing; allowed: a checkpoint path")
-    config_lib.check_train(cfg.train)
+    config_lib.check_train(cfg.train, seeds_allowed=False)
     config_lib.check_update_every(cfg.distill.update_every, "distill", cfg.train.num_envs)
     config_lib.check_network(cfg.network)
     config_lib.check_batch_fits(cfg.distill, "distill", "states")
