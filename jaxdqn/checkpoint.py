@@ -322,6 +322,12 @@ def resolve(path: str | Path) -> tuple[Path, int]:
         return path.parent.absolute(), int(path.name)
     steps = complete_steps(path)
     if not steps:
+        seeds = sorted(p.parent.name for p in path.glob("seed_*/checkpoints"))
+        if seeds:
+            raise CheckpointError(
+                f"{str(path)!r} is a train.seeds run: name one seed's run, e.g. {str(path / seeds[0])!r} "
+                f"(it holds {', '.join(seeds)})"
+            )
         raise CheckpointError(f"no checkpoint found in {str(path)!r}")
     return path.absolute(), steps[-1]
 

@@ -85,6 +85,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     peer_watch.leave()  # the others may still be finishing: this process's end is planned
     if not distributed.is_primary():
         return 0
+    if cfg.train.seeds:  # each seed is a run of its own in RUN_DIR/seed_S
+        first = run_dir / f"seed_{cfg.train.seeds[0]}"
+        print(f"run finished: {run_dir} ({len(cfg.train.seeds)} seeds)")
+        print(f"  seeds:       {', '.join(str(run_dir / f'seed_{s}') for s in cfg.train.seeds)}")
+        print(f"  metrics:     {run_dir / 'seed_*' / 'metrics.csv'}  checkpoints: {run_dir / 'seed_*' / 'checkpoints'}")
+        print(f"  next:        jaxdqn report {run_dir}    jaxdqn evaluate {first}")
+        return 0
     _report_run(
         "run finished",
         run_dir,

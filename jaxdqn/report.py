@@ -157,8 +157,11 @@ def group_name(run_dir: Path) -> str:
 
 def group_runs(run_dirs: Sequence[Path]) -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = defaultdict(list)
-    for run_dir in run_dirs:
-        run_dir = Path(run_dir)
+    expanded = []
+    for run_dir in map(Path, run_dirs):  # a train.seeds run stands for its seeds' runs
+        seed_runs = sorted(run_dir.glob("seed_*/metrics.csv"))
+        expanded += [m.parent for m in seed_runs] if not (run_dir / "metrics.csv").is_file() and seed_runs else [run_dir]
+    for run_dir in expanded:
         if not (run_dir / "metrics.csv").is_file():
             raise ConfigError(f"{str(run_dir)!r} has no metrics.csv: not a run directory")
         groups[group_name(run_dir)].append(run_dir)

@@ -135,6 +135,21 @@ def test_independent_tasks_equal_separate_single_task_runs():
             np.testing.assert_allclose(np.asarray(x[i]), np.asarray(y[0]), rtol=1e-4, atol=1e-5)
 
 
+def test_seeds_in_one_call_equal_separate_runs():
+    from jaxdqn.agents.seeds import Seeded, take
+    from jaxdqn.train import seed_configs
+
+    cfg = tiny_pqn("train.seeds=[4, 9]", "multitask.mode=hard", "tasks=[{env_id: CartPole-v1}, {env_id: Acrobot-v1}]")
+    agent = build_agent(cfg)
+    system = Seeded(agent, 2)
+    state, _ = system.run(system.init(jax.numpy.stack([task_keys(c) for c in seed_configs(cfg)])), 24)
+    for s, one in enumerate(seed_configs(cfg)):
+        _, alone, _ = run_chunks(one, 1, 24)
+        assert int(alone.updates) == int(state.updates)
+        for x, y in zip(jax.tree_util.tree_leaves(take(state, s).params), jax.tree_util.tree_leaves(alone.params)):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["hard", "soft"])
 def test_every_sharing_mode_runs(mode):
     extra = ["multitask.soft_lambda=1.0e-4"] if mode == "soft" else ["network.task_input_layers=true"]

@@ -130,3 +130,14 @@ print("ok")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+def test_report_takes_a_seeded_run_as_its_seeds_and_evaluate_names_them(runs):
+    from jaxdqn import checkpoint, report
+
+    cfg, seeded_dir, _ = runs
+    groups = report.group_runs([seeded_dir])
+    assert groups == {cfg.name: [seeded_dir / f"seed_{s}" for s in sorted(SEEDS)]}
+    with pytest.raises(checkpoint.CheckpointError, match=r"train.seeds run: name one seed's run.*seed_3.*seed_3, seed_8"):
+        checkpoint.resolve(seeded_dir)
+    assert checkpoint.resolve(seeded_dir / "seed_8")[1] == cfg.train.total_env_steps
