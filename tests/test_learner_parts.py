@@ -62,9 +62,9 @@ def test_gradient_surgery_sees_the_term_as_part_of_the_task_loss():
     batch = random_batch(1, 1)
     keys = jax.random.split(jax.random.PRNGKey(2), 1)
     opt_state = plain.init_opt_state(params)
-    a = plain.update(params, params, opt_state, batch, count=2)[0]
-    b = surgery.update(params, params, opt_state, batch, keys=keys, count=2)[0]
-    c = without_term.update(params, params, opt_state, batch)[0]
+    a = jax.jit(plain.update)(params, params, opt_state, batch, count=2)[0]
+    b = jax.jit(surgery.update)(params, params, opt_state, batch, keys=keys, count=2)[0]
+    c = jax.jit(without_term.update)(params, params, opt_state, batch)[0]
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
     assert any(not np.allclose(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(c)))

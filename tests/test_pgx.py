@@ -13,7 +13,7 @@ from jaxdqn.errors import ConfigError
 
 def _roll(group: PgxGroup, actions_fn, steps: int, seed: int = 0):
     """Steps one task's envs ``steps`` times; returns the per-step EnvSteps and states."""
-    state, obs = group.reset(jax.random.split(jax.random.PRNGKey(seed), 1))
+    state, obs = jax.jit(group.reset)(jax.random.split(jax.random.PRNGKey(seed), 1))  # pgx op by op is slow
     step_fn = jax.jit(group.step)
     out = []
     for t in range(steps):
@@ -75,7 +75,7 @@ def test_five_games_pad_and_mask():
     assert tasks.obs_shape == (10, 10, 10)
     assert tasks.task_num_actions == [5, 3, 3, 6, 4]
     assert tasks.action_mask.sum(axis=1).tolist() == [5, 3, 3, 6, 4]
-    _, obs = tasks.reset(jax.random.split(jax.random.PRNGKey(0), 5))
+    _, obs = jax.jit(tasks.reset)(jax.random.split(jax.random.PRNGKey(0), 5))
     assert obs.shape == (5, 2, 10, 10, 10) and obs.dtype == jnp.bool_
     channels = {"minatar-asterix": 4, "minatar-breakout": 4, "minatar-freeway": 7, "minatar-space_invaders": 6}
     for i, env_id in enumerate(IDS):
