@@ -396,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         peer_watch.leave()
         print(f"jaxdqn {args.command}: {stop}", file=sys.stderr)
         return preemption.EXIT_STATUS
+    except Exception as err:
+        peer_watch.stop_if_a_peer_is_gone(err)  # a collective failed on a dead peer: one line, not a traceback
+        raise
 
 
 if __name__ == "__main__":

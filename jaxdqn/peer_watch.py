@@ -18,6 +18,11 @@ process 0 stops without the grace below. (The client takes a Python callback in
 place of the abort, but on jaxlib 0.10 calling it fails to convert its status
 argument and aborts all the same.)
 
+A collective over the dead peer's connection may fail in the main thread a
+moment before the watcher reads end-of-file; the command line then hands that
+error to :func:`stop_if_a_peer_is_gone`, which ends the process with the same
+one line instead of a traceback.
+
 A process that ends as planned (the run finished, or a preemption signal saved
 it) first sends ``bye`` (:func:`leave`), and the other side stops watching it.
 Process 0 listens for these connections on a port the system picks; it sends
@@ -42,6 +47,8 @@ _BYE = b"bye\n"
 
 _connections: list[socket.socket] = []
 _leaving = threading.Event()
+_gone = threading.Event()  # set when a watched process closed its connection without saying bye
+_gone_ids: list[tuple[int, int]] = []  # (the process that is gone, this process)
 _stopping = threading.Lock()
 _checkpoint_dir: list[Path] = []
 
@@ -107,10 +114,33 @@ def _wait_for_end(conn: socket.socket, other: int, me: int) -> None:
         said = b""
     if said == _BYE or _leaving.is_set():
         return
+    _gone_ids.append((other, me))
+    _gone.set()
     if other != 0:
         time.sleep(GRACE_S)
     if not _leaving.is_set():
         _stop(other, me)
+
+
+def stop_if_a_peer_is_gone(err: BaseException, wait_s: float = GRACE_S + 3.0) -> None:
+    """For an error the main thread does not handle: when it is a collective that failed
+    because a peer is gone, ends this process as the watcher would (one line, EXIT_STATUS).
+
+    A collective over a dead peer's connection can fail in the main thread (gloo: "Connection
+    reset by peer") a moment before the watcher reads end-of-file, so this waits up to ``wait_s``
+    for the watcher to confirm. Any other error returns, for the caller to raise.
+    """
+    if not _connections or not _is_lost_connection(err):
+        return
+    if _gone.wait(wait_s):
+        _stop(*_gone_ids[0])
+
+
+def _is_lost_connection(err: BaseException) -> bool:
+    from jax.errors import JaxRuntimeError
+
+    message = str(err).lower()
+    return isinstance(err, JaxRuntimeError) and any(word in message for word in ("gloo", "connection", "socket"))
 
 
 def _stop(other: int, me: int) -> None:

@@ -263,7 +263,43 @@ def test_a_killed_process_stops_the_other_in_one_line_naming_the_checkpoint(tmp_
     assert len(lines) == 1 and f"process {victim} of the run is gone" in lines[0], err[-3000:]
     newest = checkpoint.complete_steps(run_dir / "checkpoints")[-1]
     assert f"env step {newest} in {run_dir / 'checkpoints'}" in lines[0] and "--resume" in lines[0]
-    assert "Traceback" not in err and "gloo" not in err.lower()
+    assert "Traceback" not in err and "gloo" not in err.lower(), err[-3000:]
+
+
+PEER_ERROR_FIRST = """
+import socket, sys, threading
+from jax.errors import JaxRuntimeError
+from jaxdqn import peer_watch, cli
+
+ours, theirs = socket.socketpair()
+peer_watch._watch(ours, 1, 0)  # process 0 watching process 1
+
+def failing_collective(args):
+    # gloo's error reaches the main thread first; the peer's socket closes a moment later
+    threading.Timer(0.5, theirs.close).start()
+    raise JaxRuntimeError("INTERNAL: Gloo AllGather failed: Connection reset by peer")
+
+cli.cmd_train = failing_collective
+sys.exit(cli.main(["train", "unused.yaml"]))
+"""
+
+
+def test_a_collective_that_fails_before_the_watcher_sees_the_peer_gone_ends_in_one_line(tmp_path):
+    script = tmp_path / "peer_error_first.py"
+    script.write_text(PEER_ERROR_FIRST)
+    done = subprocess.run([sys.executable, str(script)], env=child_env(1), capture_output=True, text=True, timeout=60)
+    from jaxdqn import peer_watch
+
+    assert done.returncode == peer_watch.EXIT_STATUS, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "gloo" not in done.stderr.lower(), done.stderr[-3000:]
+    assert done.stderr.strip().startswith("jaxdqn: process 1 of the run is gone; stopping process 0.")
+
+
+def test_a_collective_error_with_every_peer_alive_is_raised_as_it_is(tmp_path):
+    script = tmp_path / "peer_alive.py"
+    script.write_text(PEER_ERROR_FIRST.replace("threading.Timer(0.5, theirs.close).start()", "pass"))
+    done = subprocess.run([sys.executable, str(script)], env=child_env(1), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Gloo AllGather failed" in done.stderr, done.stderr[-3000:]
 
 
 # -- start-up, without starting JAX's runtime ------------------------------------
