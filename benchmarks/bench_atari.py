@@ -37,7 +37,7 @@ import numpy as np
 from jaxdqn import config
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.envs.envpool_env import AtariOptions, make_pool
-from jaxdqn.runners import make_runner
+from jaxdqn.running.runners import make_runner
 
 RESULTS = Path(__file__).parent / "results"
 TEN_GAMES = ["BeamRider", "Breakout", "Enduro", "Freeway", "MsPacman", "Pong", "Qbert", "Riverraid", "Seaquest", "SpaceInvaders"]

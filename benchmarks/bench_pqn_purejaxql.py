@@ -151,7 +151,7 @@ def run_purejaxql(checkout: Path, env_id: str, seed: int, steps: int) -> dict:
 def run_jaxdqn(env_id: str, seed: int, steps: int) -> dict:
     from jaxdqn import config as config_lib
     from jaxdqn.agents.build import build_agent, task_keys
-    from jaxdqn.evaluate import Evaluator
+    from jaxdqn.running.evaluate import Evaluator
 
     decay = int(SETUPS[env_id][3] * steps)
     overrides = [f"seed={seed}", f"train.total_env_steps={steps}", "train.eval_episodes=128", f"dqn.epsilon_decay_steps={decay}"]

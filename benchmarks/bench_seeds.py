@@ -28,7 +28,7 @@ import jax
 from jaxdqn import config
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.agents.seeds import Seeded, seed_mesh
-from jaxdqn.train import seed_configs
+from jaxdqn.running.train import seed_configs
 
 RESULTS = Path(__file__).parent / "results"
 

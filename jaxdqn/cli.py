@@ -3,9 +3,9 @@
 Errors meant for people (bad config, missing checkpoint, ...) print one line
 and exit with status 2; Ctrl-C exits with 130 after saving a checkpoint;
 SIGTERM or SIGUSR1 (a scheduler's preemption or time limit) exits with 75
-after saving one (jaxdqn.preemption); in a multi-process run, the death of a
+after saving one (jaxdqn.running.preemption); in a multi-process run, the death of a
 peer process stops the others with 76, naming the checkpoint to resume from
-(jaxdqn.peer_watch).
+(jaxdqn.running.peer_watch).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxdqn import peer_watch, preemption
-from jaxdqn.run_layout import checkpoint_dirs
+from jaxdqn.running import peer_watch, preemption
+from jaxdqn.io.run_layout import checkpoint_dirs
 from jaxdqn.errors import JaxdqnError
 
 
@@ -55,7 +55,7 @@ def _start_distributed(args: argparse.Namespace) -> bool:
             if getattr(args, flag) is not None:
                 raise JaxdqnError(f"--{flag.replace('_', '-')} needs --distributed")
         return False
-    from jaxdqn import distributed
+    from jaxdqn.running import distributed
 
     cluster = distributed.resolve(
         args.coordinator_address,
@@ -70,8 +70,9 @@ def _start_distributed(args: argparse.Namespace) -> bool:
 def cmd_train(args: argparse.Namespace) -> int:
     _check_resume(args)
     multi_process = _start_distributed(args)  # first: importing the training modules starts JAX's backend
-    from jaxdqn import config, distributed
-    from jaxdqn.train import train
+    from jaxdqn import config
+    from jaxdqn.running import distributed
+    from jaxdqn.running.train import train
     from jaxdqn.transfer.config import has_transfer_block
 
     if has_transfer_block(args.config):  # a training config with a transfer: block
@@ -102,14 +103,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from jaxdqn.evaluate import evaluate_checkpoint
+    from jaxdqn.running.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, episodes=args.episodes, epsilon=args.epsilon, seed=args.seed)
     print(f"checkpoint at env step {result.env_steps}, epsilon {'run default' if args.epsilon is None else args.epsilon}")
     print(result.summary())
     if args.gif is not None:
-        from jaxdqn.episode_gif import write_episode_gifs
-        from jaxdqn.evaluate import load_checkpoint
+        from jaxdqn.reports.episode_gif import write_episode_gifs
+        from jaxdqn.running.evaluate import load_checkpoint
 
         cfg, agent, params, _ = load_checkpoint(args.checkpoint, seed=args.seed)
         for path, steps in write_episode_gifs(cfg, agent, params, args.gif, seed=cfg.seed):
@@ -118,7 +119,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from jaxdqn.plotting import plot_runs
+    from jaxdqn.reports.plotting import plot_runs
 
     out = plot_runs(args.run_dirs, args.output, metric=args.metric, tasks=args.tasks)
     print(f"wrote {out}")
@@ -190,7 +191,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from jaxdqn import report
+    from jaxdqn.reports import report
 
     output = args.output or Path(args.run_dirs[0]).parent / "report"
     path = report.write_report(args.run_dirs, output, args.reference or (), args.normalise, args.reps)
@@ -357,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown to this file")
     p.set_defaults(func=cmd_compare)
 
-    from jaxdqn.report import NORMALISATIONS
+    from jaxdqn.reports.report import NORMALISATIONS
 
     p = sub.add_parser(
         "report",

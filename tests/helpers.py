@@ -39,7 +39,7 @@ def tiny_cartpole(*overrides: str) -> dict:
 def latest_train_state(cfg: config.Config, run_dir: str | Path):
     """The full training state of a ``jaxdqn train`` run's latest checkpoint, restored in this process."""
     from jaxdqn.agents.build import build_agent, task_keys
-    from jaxdqn.checkpoint import Checkpointer
+    from jaxdqn.io.checkpoint import Checkpointer
 
     checkpointer = Checkpointer(Path(run_dir) / "checkpoints")
     try:
@@ -50,7 +50,7 @@ def latest_train_state(cfg: config.Config, run_dir: str | Path):
 
 def random_batch(seed: int, num_tasks: int, batch: int = 8, obs_size: int = 4, actions: int = 2):
     """A ``[num_tasks, batch]`` batch of random transitions (a fifth of them terminal)."""
-    from jaxdqn.replay import Transition
+    from jaxdqn.replay.uniform import Transition
 
     rng = np.random.default_rng(seed)
     return Transition(

@@ -18,8 +18,8 @@ from jaxdqn import config  # noqa: E402 - envpool must be importable first (impo
 from jaxdqn.envs import TaskSet, TaskSpec, known_env_ids  # noqa: E402 - envpool must be importable first (importorskip above)
 from jaxdqn.envs.envpool_env import AtariGroup, AtariOptions, RawStep, to_step  # noqa: E402 - envpool must be importable first (importorskip above)
 from jaxdqn.errors import ConfigError  # noqa: E402 - envpool must be importable first (importorskip above)
-from jaxdqn.pixel_replay import PixelReplay  # noqa: E402 - envpool must be importable first (importorskip above)
-from jaxdqn.replay import Transition  # noqa: E402 - envpool must be importable first (importorskip above)
+from jaxdqn.replay.pixels import PixelReplay  # noqa: E402 - envpool must be importable first (importorskip above)
+from jaxdqn.replay.uniform import Transition  # noqa: E402 - envpool must be importable first (importorskip above)
 
 from conftest import REPO_ROOT  # noqa: E402 - envpool must be importable first (importorskip above)
 
@@ -210,7 +210,7 @@ def _metrics(run_dir):
 
 @pytest.mark.parametrize("stepping", ["xla", "host"])
 def test_a_few_hundred_pong_steps_train_in_each_stepping_mode(stepping, tmp_path):
-    from jaxdqn.train import train
+    from jaxdqn.running.train import train
 
     cfg = config.load(PONG_CONFIG, SMOKE + [f"atari.stepping={stepping}"])
     run_dir = train(cfg, run_dir=tmp_path / "run")
@@ -227,7 +227,7 @@ def test_a_few_hundred_pong_steps_train_in_each_stepping_mode(stepping, tmp_path
 def test_an_atari_run_resumes_in_the_other_stepping_mode(tmp_path):
     # envpool cannot save its emulators: resuming restarts the episodes, keeps
     # replay, parameters and counters, and works whichever mode saved the run.
-    from jaxdqn.train import train
+    from jaxdqn.running.train import train
 
     run_dir = train(config.load(PONG_CONFIG, SMOKE + ["atari.stepping=host"]), run_dir=tmp_path / "run")
     more = [o for o in SMOKE if not o.startswith("train.total_env_steps")] + ["train.total_env_steps=480", "atari.stepping=xla"]

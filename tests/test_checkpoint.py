@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from jaxdqn import checkpoint, cli, config
+from jaxdqn.io import checkpoint
+
+from jaxdqn import cli, config
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.errors import CheckpointError
-from jaxdqn.run_outputs import COLUMNS
+from jaxdqn.io.run_outputs import COLUMNS
 
 from helpers import latest_train_state
 
@@ -113,7 +115,7 @@ def test_resolve_accepts_run_checkpoints_and_step_folders(trained):
 
 
 def test_load_params_round_trip(trained):
-    from jaxdqn.train import final_state_params
+    from jaxdqn.running.train import final_state_params
 
     cfg = config.from_dict(RUN_CONFIG)
     agent = build_agent(cfg)

@@ -16,8 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdqn import checkpoint, cli, config, losses
-from jaxdqn.train import train
+from jaxdqn.io import checkpoint
+
+from jaxdqn import cli, config, losses
+from jaxdqn.running.train import train
 from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.distill import greedy_agreement, task_distill_losses
 from jaxdqn.transfer.run import build_distiller, distill
@@ -173,7 +175,7 @@ def _tiny_distill(teacher, total: int, checkpoint_every: int = 500) -> tconfig.D
 
 
 def _final_state(cfg, run_dir):
-    from jaxdqn.checkpoint import Checkpointer
+    from jaxdqn.io.checkpoint import Checkpointer
 
     setup = build_distiller(cfg)
     target = jax.eval_shape(setup.distiller.init, jax.random.PRNGKey(0)[None])
@@ -243,8 +245,8 @@ def independent_run(tmp_path_factory):
     (same Checkpointer, same metadata) but at step 0: loading is what is tested, so the
     freshly initialised networks (different per task) stand in for trained ones."""
     from jaxdqn.agents.build import build_agent, task_keys
-    from jaxdqn.checkpoint import Checkpointer
-    from jaxdqn.train import checkpoint_meta
+    from jaxdqn.io.checkpoint import Checkpointer
+    from jaxdqn.running.train import checkpoint_meta
 
     cfg = config.from_dict(INDEPENDENT)
     agent = build_agent(cfg)

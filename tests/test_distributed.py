@@ -33,9 +33,11 @@ import numpy as np
 import pytest
 import yaml
 
-from jaxdqn import config, distributed, sharding
+from jaxdqn import config
+
+from jaxdqn.running import distributed, sharding
 from jaxdqn.errors import ConfigError, JaxdqnError
-from jaxdqn.run_outputs import read_metrics
+from jaxdqn.io.run_outputs import read_metrics
 
 from helpers import latest_train_state, max_abs_diff
 
@@ -121,7 +123,7 @@ REFERENCE = """
 import json, sys
 from pathlib import Path
 from jaxdqn import config
-from jaxdqn.train import train
+from jaxdqn.running.train import train
 config_path, root, modes = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
 for mode, overrides in modes.items():
     train(config.load(config_path, overrides), run_dir=root / f"{mode}-1")
@@ -216,7 +218,7 @@ def test_two_process_run_resumed_with_two_processes_ends_where_the_uninterrupted
 
 
 def test_checkpoint_of_two_processes_is_evaluated_inspected_and_taught_from_in_one(runs):
-    from jaxdqn.evaluate import evaluate_checkpoint
+    from jaxdqn.running.evaluate import evaluate_checkpoint
     from jaxdqn.transfer import sources
 
     run_dir = runs["independent", 2].dir
@@ -229,7 +231,8 @@ def test_checkpoint_of_two_processes_is_evaluated_inspected_and_taught_from_in_o
 
 @pytest.mark.parametrize("victim", [1, 0])
 def test_a_killed_process_stops_the_other_in_one_line_naming_the_checkpoint(tmp_path, victim):
-    from jaxdqn import checkpoint, peer_watch
+    from jaxdqn.io import checkpoint
+    from jaxdqn.running import peer_watch
 
     config_path = tmp_path / "long.yaml"
     long_run = {**TINY, "train": {**TINY["train"], "total_env_steps": 10**7, "checkpoint_every": 200}}
@@ -269,7 +272,8 @@ def test_a_killed_process_stops_the_other_in_one_line_naming_the_checkpoint(tmp_
 PEER_ERROR_FIRST = """
 import socket, sys, threading
 from jax.errors import JaxRuntimeError
-from jaxdqn import peer_watch, cli
+from jaxdqn.running import peer_watch
+from jaxdqn import cli
 
 ours, theirs = socket.socketpair()
 peer_watch._watch(ours, 1, 0)  # process 0 watching process 1
@@ -288,7 +292,7 @@ def test_a_collective_that_fails_before_the_watcher_sees_the_peer_gone_ends_in_o
     script = tmp_path / "peer_error_first.py"
     script.write_text(PEER_ERROR_FIRST)
     done = subprocess.run([sys.executable, str(script)], env=child_env(1), capture_output=True, text=True, timeout=60)
-    from jaxdqn import peer_watch
+    from jaxdqn.running import peer_watch
 
     assert done.returncode == peer_watch.EXIT_STATUS, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "gloo" not in done.stderr.lower(), done.stderr[-3000:]

@@ -9,7 +9,7 @@ from PIL import Image
 from jaxdqn import config
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.cli import main
-from jaxdqn.episode_gif import draw_minatar, greedy_episodes, write_episode_gifs
+from jaxdqn.reports.episode_gif import draw_minatar, greedy_episodes, write_episode_gifs
 from jaxdqn.envs import TaskSet
 from jaxdqn.agents.build import task_specs
 
@@ -58,7 +58,7 @@ def test_minatar_channels_are_drawn_in_their_colours():
 
 
 def test_evaluate_gif_flag_writes_one_gif_per_task(tmp_path, capsys):
-    from jaxdqn.train import train
+    from jaxdqn.running.train import train
 
     cfg = config.from_dict(
         tiny_cartpole(

@@ -13,7 +13,7 @@ import pytest
 
 from jaxdqn import config
 from jaxdqn.agents.build import build_agent, task_keys
-from jaxdqn.train import Evaluator
+from jaxdqn.running.train import Evaluator
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests for jaxdqn.pixel_replay: frames stored once, stacks rebuilt exactly."""
+"""Tests for jaxdqn.replay.pixels: frames stored once, stacks rebuilt exactly."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxdqn import replay
-from jaxdqn.pixel_replay import FrameRecord, PixelReplay, nbytes
+from jaxdqn.replay.pixels import FrameRecord, PixelReplay, nbytes
 
 STACK = 4
 

@@ -9,7 +9,7 @@ import pytest
 
 from jaxdqn import config, popart
 from jaxdqn.agents.build import build_agent, task_keys
-from jaxdqn.checkpoint import Checkpointer
+from jaxdqn.io.checkpoint import Checkpointer
 
 import helpers
 

@@ -12,8 +12,8 @@ from jaxdqn import cli, config
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.agents.pqn import q_lambda_targets
 from jaxdqn.errors import ConfigError
-from jaxdqn.run_outputs import read_metrics
-from jaxdqn.train import train
+from jaxdqn.io.run_outputs import read_metrics
+from jaxdqn.running.train import train
 from jaxdqn.transfer.sources import load_source
 from helpers import latest_train_state
 
@@ -137,7 +137,7 @@ def test_independent_tasks_equal_separate_single_task_runs():
 
 def test_seeds_in_one_call_equal_separate_runs():
     from jaxdqn.agents.seeds import Seeded, take
-    from jaxdqn.train import seed_configs
+    from jaxdqn.running.train import seed_configs
 
     cfg = tiny_pqn("train.seeds=[4, 9]", "multitask.mode=hard", "tasks=[{env_id: CartPole-v1}, {env_id: Acrobot-v1}]")
     agent = build_agent(cfg)

@@ -14,12 +14,14 @@ import jax
 import pytest
 import yaml
 
-from jaxdqn import config, preemption
+from jaxdqn import config
+
+from jaxdqn.running import preemption
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.agents.dqn import DQNAgent
-from jaxdqn.checkpoint import Checkpointer, complete_steps
+from jaxdqn.io.checkpoint import Checkpointer, complete_steps
 from jaxdqn.cli import main
-from jaxdqn.train import train
+from jaxdqn.running.train import train
 
 from helpers import TINY_CARTPOLE, assert_trees_identical, latest_train_state, tiny_cartpole
 

@@ -137,7 +137,7 @@ def _tensorboard_scalars(logdir) -> dict[str, list[int]]:
 
 
 def test_metrics_writer_keeps_rows_through_the_resume_step_and_a_cut_last_line(tmp_path):
-    from jaxdqn.run_outputs import MetricsWriter, read_metrics
+    from jaxdqn.io.run_outputs import MetricsWriter, read_metrics
 
     writer = MetricsWriter(tmp_path, tensorboard=True, keep_through=0)
     for step in (100, 200, 300):
@@ -165,7 +165,7 @@ TINY = tiny_cartpole("train.total_env_steps=3000")
 
 
 def test_write_failures_are_recognised_from_python_and_from_tensorstore():
-    from jaxdqn.checkpoint import write_failure_reason
+    from jaxdqn.io.checkpoint import write_failure_reason
 
     assert write_failure_reason(OSError(28, "No space left on device")) == "No space left on device"
     tensorstore = ValueError(
@@ -179,7 +179,7 @@ def test_write_failures_are_recognised_from_python_and_from_tensorstore():
 def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_so_in_one_line(write_config, tmp_path, monkeypatch, capsys):
     import orbax.checkpoint as ocp
 
-    from jaxdqn.checkpoint import complete_steps
+    from jaxdqn.io.checkpoint import complete_steps
 
     real_save = ocp.StandardCheckpointHandler.async_save
 
@@ -217,7 +217,7 @@ def _state_shapes(cfg):
 def test_a_replay_that_cannot_fit_is_refused_before_allocating(write_config, tmp_path, capsys):
     import re
 
-    from jaxdqn.memory import tree_nbytes
+    from jaxdqn.running.memory import tree_nbytes
 
     run_dir = tmp_path / "run"
     huge = "dqn.replay_capacity=10000000000000"
@@ -233,7 +233,7 @@ def test_a_replay_that_cannot_fit_is_refused_before_allocating(write_config, tmp
 
 
 def test_state_fits_compares_shapes_with_the_given_budget():
-    from jaxdqn.memory import check_state_fits, tree_nbytes
+    from jaxdqn.running.memory import check_state_fits, tree_nbytes
 
     small, large = (
         _state_shapes(config.from_dict({"dqn": {"replay_capacity": c, "learning_starts": 100}})) for c in (1000, 2000)
@@ -255,7 +255,7 @@ def test_nonfinite_tasks_blames_the_task_or_every_task_for_a_shared_leaf():
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxdqn.nonfinite import nonfinite_tasks
+    from jaxdqn.running.nonfinite import nonfinite_tasks
 
     params = {"torso": {"w": jnp.ones((5, 4))}, "head": {"w": jnp.ones((3, 4, 2)), "b": jnp.zeros((3, 2))}}
     hard = {"torso": None, "head": 0}
@@ -276,7 +276,7 @@ def test_a_nonfinite_parameter_stops_training_naming_task_and_step_without_savin
     import jax.numpy as jnp
 
     from jaxdqn.agents.dqn import DQNAgent
-    from jaxdqn.checkpoint import complete_steps
+    from jaxdqn.io.checkpoint import complete_steps
 
     real_run = DQNAgent.run
     calls = {"n": 0}
@@ -309,7 +309,7 @@ def test_a_nonfinite_parameter_stops_training_naming_task_and_step_without_savin
 
 
 def _metric_steps(run_dir):
-    from jaxdqn.run_outputs import read_metrics
+    from jaxdqn.io.run_outputs import read_metrics
 
     return [r["env_steps"] for r in read_metrics(run_dir) if r["task"] == "mean"]
 
@@ -324,9 +324,9 @@ def test_ctrl_c_during_a_host_stepped_chunk_saves_a_usable_checkpoint(tmp_path, 
     import signal
 
     pytest.importorskip("envpool")
-    from jaxdqn.checkpoint import Checkpointer
+    from jaxdqn.io.checkpoint import Checkpointer
     from jaxdqn.envs.envpool_env import AtariGroup
-    from jaxdqn.train import train
+    from jaxdqn.running.train import train
 
     from conftest import REPO_ROOT
 
@@ -389,8 +389,8 @@ def test_sigkill_at_two_moments_and_resume_equals_the_uninterrupted_run(write_co
     import jax
     import numpy as np
 
-    from jaxdqn.run_outputs import read_metrics
-    from jaxdqn.train import train
+    from jaxdqn.io.run_outputs import read_metrics
+    from jaxdqn.running.train import train
 
     data = {**TINY, "train": {**TINY["train"], "total_env_steps": 16000, "keep_checkpoints": 3, "tensorboard": True}}
     path = write_config(data)

@@ -1,4 +1,4 @@
-"""Tests for jaxdqn.replay, and for the episode boundaries the agent stores in it."""
+"""Tests for jaxdqn.replay.uniform, and for the episode boundaries the agent stores in it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxdqn import losses, replay
-from jaxdqn.replay import Transition
+from jaxdqn.replay.uniform import Transition
 
 
 def _example(obs_shape=(3,), obs_dtype=jnp.float32) -> Transition:

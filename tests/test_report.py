@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxdqn import report
+from jaxdqn.reports import report
 
 
 def test_curve_area_is_the_mean_return_over_env_steps():

@@ -14,7 +14,7 @@ import pytest
 from jaxdqn import config
 from jaxdqn.agents import seeds as seeds_lib
 from jaxdqn.errors import ConfigError, JaxdqnError
-from jaxdqn.train import seed_configs, train
+from jaxdqn.running.train import seed_configs, train
 
 from helpers import assert_trees_identical, latest_train_state, max_abs_diff, tiny_cartpole
 
@@ -115,7 +115,7 @@ import jax, numpy as np, sys
 sys.path.insert(0, {os.path.dirname(__file__)!r})
 from helpers import tiny_cartpole, latest_train_state, max_abs_diff
 from jaxdqn import config
-from jaxdqn.train import train, seed_configs
+from jaxdqn.running.train import train, seed_configs
 from jaxdqn.agents.seeds import seed_mesh
 assert len(jax.devices()) == 2 and seed_mesh(2) is not None and seed_mesh(3) is None
 data = tiny_cartpole("train.total_env_steps=1000", "train.seeds=[3, 8]")
@@ -133,7 +133,8 @@ print("ok")
 
 
 def test_report_takes_a_seeded_run_as_its_seeds_and_evaluate_names_them(runs):
-    from jaxdqn import checkpoint, report
+    from jaxdqn.io import checkpoint
+    from jaxdqn.reports import report
 
     cfg, seeded_dir, _ = runs
     groups = report.group_runs([seeded_dir])

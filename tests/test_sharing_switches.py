@@ -14,7 +14,7 @@ from jaxdqn import config, losses
 from jaxdqn.agents.build import build_agent, network_spec, schedule, task_keys
 from jaxdqn.errors import ConfigError
 from jaxdqn.networks import TASK_INPUT, NetworkSpec, QNetwork, ValueSupport
-from jaxdqn.train import train
+from jaxdqn.running.train import train
 
 from helpers import latest_train_state, tiny_cartpole
 
@@ -117,7 +117,7 @@ def test_hl_gauss_learner_lowers_its_loss_on_a_fixed_batch(mode):
 
 
 def _random_batch(key, obs_shape, num_tasks, batch, num_actions):
-    from jaxdqn.replay import Transition
+    from jaxdqn.replay.uniform import Transition
 
     k = jax.random.split(key, 4)
     shape = (num_tasks, batch)
@@ -247,7 +247,7 @@ def test_padded_input_weights_stay_zero_through_training(all_switches_run):
 
 
 def test_evaluate_reads_a_classification_checkpoint(all_switches_run):
-    from jaxdqn.evaluate import evaluate_checkpoint
+    from jaxdqn.running.evaluate import evaluate_checkpoint
 
     _, run_dir, _ = all_switches_run
     result = evaluate_checkpoint(str(run_dir), episodes=2)

@@ -14,8 +14,8 @@ import pytest
 from jaxdqn import config
 from jaxdqn.agents.dqn import DQNAgent
 from jaxdqn.agents.build import build_agent, task_keys
-from jaxdqn.checkpoint import Checkpointer
-from jaxdqn.train import train
+from jaxdqn.io.checkpoint import Checkpointer
+from jaxdqn.running.train import train
 
 from helpers import TINY_CARTPOLE, assert_trees_identical, latest_train_state
 
@@ -82,7 +82,7 @@ def test_seed_decides_the_run():
     reason="set JAXDQN_TEST_WANDB=1: a SIGTERM of unknown origin reached a later test once after this one (under investigation)",
 )
 def test_wandb_offline_logs_the_same_scalars_and_the_config(tmp_path, monkeypatch):
-    from jaxdqn import run_outputs as metrics_log
+    from jaxdqn.io import run_outputs as metrics_log
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     logged = []

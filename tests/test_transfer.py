@@ -19,9 +19,9 @@ import yaml
 
 from jaxdqn import cli, config
 from jaxdqn.errors import CheckpointError
-from jaxdqn.run_outputs import read_metrics
-from jaxdqn.replay import Transition
-from jaxdqn.train import train
+from jaxdqn.io.run_outputs import read_metrics
+from jaxdqn.replay.uniform import Transition
+from jaxdqn.running.train import train
 from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.assisted import beta_at
 from jaxdqn.transfer.progressive import FrozenColumn, ProgressiveQNetwork, column_activations
@@ -220,7 +220,7 @@ def test_progressive_training_leaves_the_source_bit_identical(source, progressiv
     agent = progressive["agent"]
     network = agent.learner.network
     assert isinstance(network, ProgressiveQNetwork)
-    from jaxdqn import checkpoint
+    from jaxdqn.io import checkpoint
 
     target = jax.eval_shape(agent.learner.init_params, jax.random.PRNGKey(0)[None], jnp.zeros((1, 4)))
     trained, meta = checkpoint.load_params(progressive["run_dir"], target)
@@ -249,8 +249,8 @@ def test_progressive_output_uses_the_source_column(progressive):
 
 
 def test_a_progressive_checkpoint_is_evaluated_inspected_and_teaches(progressive, source, tmp_path, capsys):
-    from jaxdqn import checkpoint
-    from jaxdqn.evaluate import evaluate_checkpoint
+    from jaxdqn.io import checkpoint
+    from jaxdqn.running.evaluate import evaluate_checkpoint
     from jaxdqn.transfer.run import build_distiller
 
     run_dir = progressive["run_dir"]
@@ -391,7 +391,7 @@ def test_train_runs_a_config_with_a_transfer_block_as_a_transfer(source, write_c
 
 def test_transfer_interrupted_saves_and_resume_continues_the_same_trajectory(source, tmp_path, monkeypatch):
     from jaxdqn.agents.dqn import DQNAgent
-    from jaxdqn.checkpoint import Checkpointer
+    from jaxdqn.io.checkpoint import Checkpointer
 
     def cfg(checkpoint_every=1000):
         data = run_config(name="t_resume")

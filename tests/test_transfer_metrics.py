@@ -10,7 +10,7 @@ import yaml
 
 from jaxdqn import cli
 from jaxdqn.errors import JaxdqnError
-from jaxdqn.run_outputs import MetricsWriter
+from jaxdqn.io.run_outputs import MetricsWriter
 from jaxdqn.transfer import metrics
 
 # Transfer run: starts at 50 and climbs; scratch run: starts at 10, catches up at the end.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jaxdqn import config
 from jaxdqn.agents.build import build_agent, task_keys
-from jaxdqn.train import Evaluator
+from jaxdqn.running.train import Evaluator
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parents[1] / "configs" / "cartpole_dqn.yaml"

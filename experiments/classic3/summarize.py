@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdqn import report
-from jaxdqn.run_outputs import read_metrics
+from jaxdqn.reports import report
+from jaxdqn.io.run_outputs import read_metrics
 
 HERE = Path(__file__).parent
 VARIANTS = ("independent", "hard_input", "hard")

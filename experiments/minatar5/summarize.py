@@ -22,7 +22,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from jaxdqn.run_outputs import read_metrics
+from jaxdqn.io.run_outputs import read_metrics
 
 HERE = Path(__file__).parent
 VARIANTS = ("independent", "hard", "hard_popart", "soft", "soft_1.0e-5", "hard_pcgrad", "hard_popart_pcgrad")

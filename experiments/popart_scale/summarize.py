@@ -8,7 +8,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from jaxdqn.run_outputs import read_metrics
+from jaxdqn.io.run_outputs import read_metrics
 
 HERE = Path(__file__).parent
 TASKS = ("raw", "x100")  # task names; in the "unscaled" control "x100" has reward_scale 1

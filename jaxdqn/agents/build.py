@@ -16,8 +16,8 @@ from jaxdqn.config import Config
 from jaxdqn.envs import TaskSet, TaskSpec
 from jaxdqn.envs.envpool_env import AtariOptions
 from jaxdqn.networks import NetworkSpec, QNetwork
-from jaxdqn.pixel_replay import PixelReplay
-from jaxdqn.sharding import make_mesh
+from jaxdqn.replay.pixels import PixelReplay
+from jaxdqn.running.sharding import make_mesh
 
 
 def task_specs(cfg: Config) -> list[TaskSpec]:
@@ -185,7 +185,7 @@ def build_agent(cfg: Config) -> DQNAgent | PQNAgent:
         return PQNAgent(build_learner(cfg, tasks), tasks, schedule(cfg), p.rollout_length, p.epochs, p.minibatches, p.q_lambda)
     mesh = make_mesh(cfg.multitask.mode, tasks.num_tasks, d.batch_size)
     buffer = replay
-    if tasks.is_atari:  # frames stored once; see jaxdqn/pixel_replay.py
+    if tasks.is_atari:  # frames stored once; see jaxdqn/replay/pixels.py
         buffer = PixelReplay(t.num_envs, stack=cfg.atari.stack_num, frame_channels=tasks.atari.frame_channels)
     target = TargetUpdate(d.target_update, d.target_update_period * steps_per_round_factor(cfg), d.polyak_tau)
     return DQNAgent(build_learner(cfg, tasks), tasks, schedule(cfg), mesh, buffer=buffer, target=target)

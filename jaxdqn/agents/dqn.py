@@ -61,9 +61,9 @@ class DQNAgent(System):
     learner: Learner
     tasks: TaskSet
     schedule: Schedule
-    mesh: Any = None  # jax.sharding.Mesh when the run spans several devices (see jaxdqn.sharding)
-    # A ReplayBuffer (jaxdqn.agents.system): jaxdqn.replay (whole transitions) by default;
-    # jaxdqn.pixel_replay.PixelReplay stores Atari frames once.
+    mesh: Any = None  # jax.sharding.Mesh when the run spans several devices (see jaxdqn.running.sharding)
+    # A ReplayBuffer (jaxdqn.agents.system): jaxdqn.replay.uniform (whole transitions) by default;
+    # jaxdqn.replay.pixels.PixelReplay stores Atari frames once.
     buffer: ReplayBuffer = replay
     target: TargetUpdate = TargetUpdate()
 

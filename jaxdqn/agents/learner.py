@@ -56,7 +56,7 @@ from jaxdqn import popart as popart_lib
 from jaxdqn.agents import parts
 from jaxdqn.agents.parts import PopArtOptState
 from jaxdqn.networks import TASK_INPUT, QNetwork, input_weight_mask
-from jaxdqn.replay import Transition
+from jaxdqn.replay.uniform import Transition
 from jaxdqn.task_axis import TaskAxis
 
 Params = Any

@@ -27,7 +27,9 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 
-from jaxdqn import distributed, replay, sharding
+from jaxdqn.running import distributed, sharding
+
+from jaxdqn import replay
 from jaxdqn.agents.learner import epsilon_greedy
 
 Metrics = dict  # name -> summed array ([T] per task, or [] run-wide)
@@ -37,7 +39,7 @@ EPISODE_METRICS = ("return_sum", "length_sum", "episodes")
 
 class ReplayBuffer(Protocol):
     """What a system needs of its replay: pure functions of one task's buffer state
-    (:mod:`jaxdqn.replay` itself, or :class:`jaxdqn.pixel_replay.PixelReplay`)."""
+    (:mod:`jaxdqn.replay.uniform` itself, or :class:`jaxdqn.replay.pixels.PixelReplay`)."""
 
     def init(self, example: Any, capacity: int) -> Any: ...
 
@@ -150,7 +152,7 @@ class System:
 
     # -- collect: act -> env step -> record ------------------------------------------
     #
-    # The pieces are public so that a host-stepped loop (jaxdqn.runners) can step the
+    # The pieces are public so that a host-stepped loop (jaxdqn.running.runners) can step the
     # envs outside compiled code and still act, record and learn exactly the same way.
 
     def act(self, state):
@@ -225,7 +227,7 @@ class System:
 
     def learn_unrolled(self, state, metrics: Metrics, keys: jax.Array):
         """The same gradient steps as ``learn``, unrolled instead of looped, for callers
-        that decide on the host when to learn (jaxdqn.runners): XLA:CPU runs
+        that decide on the host when to learn (jaxdqn.running.runners): XLA:CPU runs
         convolutions many times slower inside loops and conditionals."""
         per_update = self._update_keys(keys)
         carry = (state, metrics)

@@ -6,7 +6,7 @@ stepped in one of two ways:
 - ``xla``: the pool's XLA handle (``env.xla()``) is stepped inside the jitted
   training iteration. Handles cannot be vmapped, so the pools of a group are
   stepped one after another.
-- ``host``: the host calls ``send``/``recv`` itself (see ``jaxdqn.runners``),
+- ``host``: the host calls ``send``/``recv`` itself (see ``jaxdqn.running.runners``),
   so the emulators run in envpool's threads while the learner's compiled
   update runs.
 
@@ -21,7 +21,7 @@ episode: the ending step returns the final observation with ``terminated``
 or ``truncated`` set; the next step ignores its action and returns the first
 observation of the new episode with reward 0. That extra step is reported
 here with ``reset_step = True``: it is not a transition, and replay must not
-store it (``jaxdqn.pixel_replay`` drops it). ``obs`` and ``next_obs`` of every
+store it (``jaxdqn.replay.pixels`` drops it). ``obs`` and ``next_obs`` of every
 step are both what envpool returned, so the agent acts on the final
 observation once (the action is ignored) before it sees the new episode.
 
@@ -79,7 +79,7 @@ def needs_atari_extra(env_id: str) -> bool:
     extra, is not installed."""
     if not ATARI_ID.fullmatch(env_id) or registered_ids():
         return False
-    from jaxdqn.atari_scores import game_name, reference_scores
+    from jaxdqn.envs.atari_scores import game_name, reference_scores
 
     return game_name(env_id) in reference_scores()
 

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from jaxdqn.errors import JaxdqnError
-from jaxdqn.run_outputs import MEAN_TASK, read_run_metrics
+from jaxdqn.io.run_outputs import MEAN_TASK, read_run_metrics
 
 
 @dataclasses.dataclass(frozen=True)

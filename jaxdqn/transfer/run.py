@@ -1,4 +1,4 @@
-"""``jaxdqn distill`` and ``jaxdqn transfer``: their systems and jobs for the host loop (:mod:`jaxdqn.loop`).
+"""``jaxdqn distill`` and ``jaxdqn transfer``: their systems and jobs for the host loop (:mod:`jaxdqn.running.loop`).
 
 Both write a run directory like training does: ``config.yaml``,
 ``metrics.csv`` (one row per task per host visit, plus the mean),
@@ -26,7 +26,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxdqn import checkpoint, loop, memory
+from jaxdqn.io import checkpoint
+
+from jaxdqn.running import loop, memory
 from jaxdqn import config as config_lib
 from jaxdqn.agents import parts
 from jaxdqn.agents.build import build_agent, build_learner, lr_decay_updates, network_spec, schedule, task_keys, task_specs
@@ -34,11 +36,11 @@ from jaxdqn.agents.dqn import DQNAgent
 from jaxdqn.config import Config, DQNConfig, MultitaskConfig
 from jaxdqn.envs import TaskSet
 from jaxdqn.errors import ConfigError
-from jaxdqn.run_outputs import MetricsWriter
-from jaxdqn.evaluate import Evaluator
+from jaxdqn.io.run_outputs import MetricsWriter
+from jaxdqn.running.evaluate import Evaluator
 from jaxdqn.networks import QNetwork
-from jaxdqn.train import checkpoint_meta
-from jaxdqn.train import train as train_loop
+from jaxdqn.running.train import checkpoint_meta
+from jaxdqn.running.train import train as train_loop
 from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.assisted import TeacherPull
 from jaxdqn.transfer.distill import Distiller, LossSpec

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn import checkpoint
+from jaxdqn.io import checkpoint
 from jaxdqn import config as config_lib
 from jaxdqn.agents.build import build_learner, network_spec, task_keys, task_specs
 from jaxdqn.agents.learner import Learner
@@ -363,6 +363,6 @@ class TeacherSet:
 
     def q_values(self, params: Any, obs: jax.Array) -> jax.Array:
         """``obs [T, B, *obs_shape]`` -> ``[T, B, A]``. ``params`` is ignored (kept for
-        the learner interface, so :mod:`jaxdqn.evaluate` can play a teacher)."""
+        the learner interface, so :mod:`jaxdqn.running.evaluate` can play a teacher)."""
         del params
         return jnp.stack([member(obs[i]) for i, member in enumerate(self.members)])

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn import distributed
+from jaxdqn.running import distributed
 from jaxdqn.errors import NonFiniteError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from jaxdqn.run_outputs import MEAN_TASK, read_run_metrics
+from jaxdqn.io.run_outputs import MEAN_TASK, read_run_metrics
 
 
 def _series(rows: list[dict], task: str, metric: str) -> tuple[list[float], list[float]]:

@@ -7,10 +7,10 @@ every ``train.eval_every`` env steps and at the end, and checkpoints every
 ``train.checkpoint_every`` env steps and at the end, keeping the last
 ``train.keep_checkpoints``. ``resume`` continues from the latest checkpoint
 (bit for bit, for pure-JAX envs); SIGTERM or SIGUSR1 saves the chunk in flight
-and stops (:mod:`jaxdqn.preemption`); Ctrl-C saves a checkpoint of the last
+and stops (:mod:`jaxdqn.running.preemption`); Ctrl-C saves a checkpoint of the last
 finished chunk before leaving (with several processes it keeps the last
 periodic one instead: saving is collective). With several processes
-(:mod:`jaxdqn.distributed`) the state is built or restored straight onto the
+(:mod:`jaxdqn.running.distributed`) the state is built or restored straight onto the
 mesh, and process 0 alone writes metrics, events and the progress bar.
 
 What differs between the kinds of run lives in a :class:`Job`: the metadata a
@@ -31,17 +31,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn import distributed, preemption, sharding
+from jaxdqn.running import distributed, preemption, sharding
 from jaxdqn.agents import seeds
 from jaxdqn.agents.seeds import Seeded
 from jaxdqn.agents.system import chunk_rows
-from jaxdqn.checkpoint import Checkpointer
+from jaxdqn.io.checkpoint import Checkpointer
 from jaxdqn.config import TrainConfig
 from jaxdqn.errors import JaxdqnError
-from jaxdqn.runners import make_runner
-from jaxdqn.run_layout import checkpoint_dirs
-from jaxdqn.run_outputs import MetricsWriter
-from jaxdqn.nonfinite import check_finite
+from jaxdqn.running.runners import make_runner
+from jaxdqn.io.run_layout import checkpoint_dirs
+from jaxdqn.io.run_outputs import MetricsWriter
+from jaxdqn.running.nonfinite import check_finite
 
 
 def new_run_dir(output_dir: str, name: str) -> Path:

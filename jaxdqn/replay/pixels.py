@@ -6,7 +6,7 @@ observations and ``S`` next observations); this one keeps each frame once,
 plus a few bytes per step, and rebuilds both stacks when it samples.
 
 Layout (one task; multi-task runs vmap over a leading task axis, as with
-``jaxdqn.replay``): a ring of ``C = capacity // num_envs`` rows, one row per
+``jaxdqn.replay.uniform``): a ring of ``C = capacity // num_envs`` rows, one row per
 iteration, one column per environment. Row ``t`` of environment ``b`` holds:
 
 - ``frames``: the newest frame of the observation the agent acted on at ``t``;
@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdqn.errors import ConfigError
-from jaxdqn.replay import Transition
+from jaxdqn.replay.uniform import Transition
 
 MAX_REDRAWS = 64
 
@@ -95,7 +95,7 @@ class PixelReplay:
     def init(self, example: Transition, capacity: int) -> PixelReplayState:
         """Empty buffer for observations shaped like ``example.obs`` (``[S * c, H, W]``).
 
-        ``capacity`` counts transitions per task, as in ``jaxdqn.replay``; it is
+        ``capacity`` counts transitions per task, as in ``jaxdqn.replay.uniform``; it is
         split evenly over the ``num_envs`` environments.
         """
         obs_shape = tuple(jnp.shape(example.obs))

@@ -18,14 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn import atari_scores as atari
-from jaxdqn import checkpoint, distributed
+from jaxdqn.envs import atari_scores as atari
+from jaxdqn.io import checkpoint
+from jaxdqn.running import distributed
 from jaxdqn import config as config_lib
 from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon, task_keys
 from jaxdqn.agents.learner import epsilon_greedy
 from jaxdqn.config import Config
 from jaxdqn.envs import TaskSet
-from jaxdqn.runners import observe_envpool, reset_atari
+from jaxdqn.running.runners import observe_envpool, reset_atari
 
 
 def play_episodes(learner, tasks: TaskSet, params, keys: jax.Array, epsilon: float) -> jax.Array:

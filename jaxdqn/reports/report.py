@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from jaxdqn.errors import ConfigError
-from jaxdqn.run_outputs import read_metrics
+from jaxdqn.io.run_outputs import read_metrics
 
 
 def finished_runs(root: Path) -> dict[str, dict[int, Path]]:
@@ -178,7 +178,7 @@ def normalise_scores(
     scores: dict[str, np.ndarray], tasks: Sequence[str], how: str, reference: np.ndarray | None = None
 ) -> tuple[dict[str, np.ndarray], str]:
     """Scores ``[runs, tasks]`` per group, normalised; and a sentence saying how."""
-    from jaxdqn import atari_scores as atari
+    from jaxdqn.envs import atari_scores as atari
 
     if how == "auto":
         how = "reference" if reference is not None else ("human" if all(atari.has_reference(t) for t in tasks) else "minmax")

@@ -1,4 +1,4 @@
-"""DQN training runs: what ``jaxdqn train`` drives through the host loop (:mod:`jaxdqn.loop`).
+"""DQN training runs: what ``jaxdqn train`` drives through the host loop (:mod:`jaxdqn.running.loop`).
 
 A run directory holds ``config.yaml``, ``metrics.csv``, ``tensorboard/`` and
 ``checkpoints/``. Ctrl-C saves a checkpoint of the last finished chunk before
@@ -16,14 +16,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxdqn import config as config_lib
-from jaxdqn import distributed, loop, memory, peer_watch
+from jaxdqn.running import distributed, loop, memory, peer_watch
 from jaxdqn.agents.build import build_agent, network_spec, task_keys
 from jaxdqn.agents.dqn import DQNAgent
 from jaxdqn.agents.seeds import Seeded, seed_mesh
 from jaxdqn.config import Config
 from jaxdqn.errors import JaxdqnError
-from jaxdqn.run_layout import seed_run_dir
-from jaxdqn.evaluate import Evaluator  # noqa: F401  (also imported from here by scripts)
+from jaxdqn.io.run_layout import seed_run_dir
+from jaxdqn.running.evaluate import Evaluator  # noqa: F401  (also imported from here by scripts)
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -123,7 +123,7 @@ def _train_seeds(cfg: Config, run_dir: Path, resume: bool, agent) -> Path:
 
 def final_state_params(run_dir: str | Path):
     """Convenience for tests and notebooks: the latest checkpoint's parameters."""
-    from jaxdqn import checkpoint
+    from jaxdqn.io import checkpoint
 
     cfg = config_lib.load(Path(run_dir) / "config.yaml")
     agent = build_agent(cfg)

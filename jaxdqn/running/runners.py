@@ -1,6 +1,6 @@
 """What drives a chunk of training iterations (the runners), and Atari's host-stepped loop.
 
-``make_runner(agent)`` gives the object ``jaxdqn.train`` calls each chunk:
+``make_runner(agent)`` gives the object ``jaxdqn.running.train`` calls each chunk:
 
 - gymnax tasks, and Atari with ``atari.stepping: xla``: the agent's own
   compiled ``run`` (envs stepped inside the scanned iteration);
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn import preemption
+from jaxdqn.running import preemption
 from jaxdqn.agents.dqn import DQNAgent, TrainState
 from jaxdqn.envs import TaskSet
 

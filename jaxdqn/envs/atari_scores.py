@@ -8,7 +8,7 @@ reported: the mean is dominated by the few games where agents reach many
 times the human score, the median is not.
 
 The protocol itself (a separate pool, epsilon 0.05, raw rewards, no life-loss
-ends, episodes capped at 27,000 agent steps) is what ``jaxdqn.train.Evaluator``
+ends, episodes capped at 27,000 agent steps) is what ``jaxdqn.running.train.Evaluator``
 does for Atari tasks; see docs/atari.md.
 """
 

@@ -161,7 +161,7 @@ def _stop(other: int, me: int) -> None:
 def _resume_line() -> str:
     if not _checkpoint_dir:
         return "No checkpoint was written yet: start the run again."
-    from jaxdqn.checkpoint import complete_steps
+    from jaxdqn.io.checkpoint import complete_steps
 
     steps = complete_steps(_checkpoint_dir[0])
     if not steps:

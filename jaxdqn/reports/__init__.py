@@ -1,0 +1,1 @@
+"""Reading finished runs: plots, rliable reports over seeds and tasks, and episode GIFs."""
