@@ -161,16 +161,17 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from jaxdqn.transfer import sources
+    from jaxdqn.reports.checkpoint_summary import describe
+    from jaxdqn.transfer.fit import check_config_fits
 
-    print(sources.describe(args.checkpoint))
+    print(describe(args.checkpoint))
     if args.config is not None:
         from jaxdqn import config
         from jaxdqn.transfer import config as tconfig
 
         data = tconfig.read_yaml(args.config)
         data.pop("transfer", None)
-        print(sources.check_config_fits(args.checkpoint, config.from_dict(data)))
+        print(check_config_fits(args.checkpoint, config.from_dict(data)))
     return 0
 
 

@@ -268,7 +268,7 @@ def tiny_student(run_dir, tasks, network=None) -> dict:
 
 
 def test_independent_checkpoint_gives_one_teacher_per_task(independent_run):
-    from jaxdqn.transfer.sources import load_source
+    from jaxdqn.running.stored import load_source
 
     setup = build_distiller(tconfig.distill_from_dict(tiny_student(independent_run, [0, 1])))
     distiller = setup.distiller
@@ -293,7 +293,7 @@ def test_independent_checkpoint_gives_one_teacher_per_task(independent_run):
 
 
 def test_one_task_of_an_independent_checkpoint_teaches_a_single_game_student(independent_run):
-    from jaxdqn.transfer.sources import load_source
+    from jaxdqn.running.stored import load_source
 
     setup = build_distiller(tconfig.distill_from_dict(tiny_student(independent_run, [0])))
     distiller = setup.distiller

@@ -219,13 +219,14 @@ def test_two_process_run_resumed_with_two_processes_ends_where_the_uninterrupted
 
 def test_checkpoint_of_two_processes_is_evaluated_inspected_and_taught_from_in_one(runs):
     from jaxdqn.running.evaluate import evaluate_checkpoint
-    from jaxdqn.transfer import sources
+    from jaxdqn.reports.checkpoint_summary import describe
+    from jaxdqn.running.stored import load_source
 
     run_dir = runs["independent", 2].dir
     result = evaluate_checkpoint(run_dir, episodes=2)
     assert result.returns.shape == (4, 2) and result.env_steps == 400
-    assert "pole-1.0" in sources.describe(str(run_dir))
-    teacher = sources.load_source(str(run_dir), "teacher")
+    assert "pole-1.0" in describe(str(run_dir))
+    teacher = load_source(str(run_dir), "teacher")
     assert max_abs_diff(teacher.params, restored(runs["independent", 1].dir).params) < 1e-5
 
 

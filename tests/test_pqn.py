@@ -14,7 +14,8 @@ from jaxdqn.agents.pqn import q_lambda_targets
 from jaxdqn.errors import ConfigError
 from jaxdqn.io.run_outputs import read_metrics
 from jaxdqn.running.train import train
-from jaxdqn.transfer.sources import load_source
+from jaxdqn.running.stored import load_source
+from jaxdqn.transfer.teachers import fixed_q
 from helpers import latest_train_state
 
 TINY_PQN = {
@@ -174,7 +175,7 @@ def test_resume_is_bit_exact(tmp_path):
     # a PQN checkpoint is read like any other: evaluate, inspect, and as a teacher or transfer source
     assert cli.main(["evaluate", str(full), "--episodes", "2"]) == 0
     assert cli.main(["inspect", str(full)]) == 0
-    teacher = load_source(str(full)).fixed_q(0)
+    teacher = fixed_q(load_source(str(full)), 0)
     obs = jnp.zeros((3, 4))
     np.testing.assert_allclose(
         np.asarray(teacher(obs)), np.asarray(build_agent(cfg).learner.q_values(a.params, obs[None])[0]), rtol=1e-5

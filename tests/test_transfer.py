@@ -24,9 +24,10 @@ from jaxdqn.replay.uniform import Transition
 from jaxdqn.running.train import train
 from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.assisted import beta_at
-from jaxdqn.transfer.progressive import FrozenColumn, ProgressiveQNetwork, column_activations
+from jaxdqn.networks.progressive import FrozenColumn, ProgressiveQNetwork, column_activations
 from jaxdqn.transfer.run import build_transfer_agent, transfer
-from jaxdqn.transfer.sources import load_source
+from jaxdqn.running.stored import load_source
+from jaxdqn.transfer.teachers import fixed_q
 
 TRAIN = {
     "total_env_steps": 2000,
@@ -265,7 +266,7 @@ def test_a_progressive_checkpoint_is_evaluated_inspected_and_teaches(progressive
         run_dir, jax.eval_shape(progressive["agent"].learner.init_params, jax.random.PRNGKey(0)[None], jnp.zeros((1, 4)))
     )
     want = network.apply(jax.tree_util.tree_map(lambda x: x[0], trained), obs)
-    np.testing.assert_allclose(src.fixed_q(0)(obs), want, rtol=1e-6)
+    np.testing.assert_allclose(fixed_q(src, 0)(obs), want, rtol=1e-6)
     data = {
         "name": "from_progressive",
         "teachers": [{"checkpoint": str(run_dir)}],

@@ -19,7 +19,8 @@ import sys
 import time
 
 from jaxdqn.errors import CheckpointError
-from jaxdqn.transfer.sources import param_counts, read_info
+from jaxdqn.reports.checkpoint_summary import param_counts
+from jaxdqn.running.stored import read_info
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "spaceinvaders")  # task order multi.yaml and quarter.yaml assume
 

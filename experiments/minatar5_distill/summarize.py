@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdqn.networks import NetworkSpec, QNetwork, num_params
-from jaxdqn.transfer.sources import param_counts, read_info
+from jaxdqn.reports.checkpoint_summary import param_counts
+from jaxdqn.running.stored import read_info
 
 HERE = Path(__file__).resolve().parent
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdqn.transfer.sources import param_counts, read_info
+from jaxdqn.reports.checkpoint_summary import param_counts
+
+from jaxdqn.running.stored import read_info
 
 
 def load(run_dir: Path) -> dict:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdqn.envs import envpool_env, gymnax_env, pgx_env
-from jaxdqn.errors import ConfigError
+from jaxdqn.errors import CheckpointError, ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +68,18 @@ def group_key(task: TaskSpec):
     return task.env_id
 
 
-def _pad_to(x: jax.Array, shape: tuple[int, ...], lead: int) -> jax.Array:
-    """Zero-pads the trailing axes of ``x`` (after ``lead`` batch axes) up to ``shape``."""
-    pads = [(0, 0)] * lead + [(0, t - s) for s, t in zip(x.shape[lead:], shape)]
-    if all(p == (0, 0) for p in pads):
-        return x
-    return jnp.pad(x, pads)
+def fit_obs(obs: jax.Array, shape: Sequence[int], lead: int = 1) -> jax.Array:
+    """Cuts or zero-pads the trailing axes of ``obs`` (after ``lead`` batch axes) to ``shape``.
+
+    Task sets pad observations with zeros at the end of each axis, so a
+    network trained on a smaller padded shape sees exactly its own inputs.
+    """
+    shape = tuple(shape)
+    if obs.ndim - lead != len(shape):
+        raise CheckpointError(f"observations of rank {obs.ndim - lead} cannot feed a network trained on shape {list(shape)}")
+    cut = obs[(slice(None),) * lead + tuple(slice(0, min(s, t)) for s, t in zip(obs.shape[lead:], shape))]
+    pads = [(0, 0)] * lead + [(0, t - s) for s, t in zip(cut.shape[lead:], shape)]
+    return jnp.pad(cut, pads) if any(p != (0, 0) for p in pads) else cut
 
 
 class TaskSet:
@@ -137,7 +143,7 @@ class TaskSet:
         return [t.label for t in self.tasks]
 
     def _pad(self, x: jax.Array) -> jax.Array:
-        return _pad_to(x.astype(self.obs_dtype), self.obs_shape, lead=2)
+        return fit_obs(x.astype(self.obs_dtype), self.obs_shape, lead=2)
 
     def reset(self, keys: jax.Array):
         """``keys [T]`` -> (env states per group, obs ``[T, num_envs, *obs_shape]``)."""

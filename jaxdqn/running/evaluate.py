@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxdqn.envs import atari_scores as atari
 from jaxdqn.io import checkpoint
-from jaxdqn.running import distributed
+from jaxdqn.running import distributed, stored
 from jaxdqn import config as config_lib
 from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon, task_keys
 from jaxdqn.agents.learner import epsilon_greedy
@@ -169,8 +169,6 @@ def load_checkpoint(path, episodes: int = 10, epsilon: float | None = 0.0, seed:
     loaded from the source checkpoints their metadata names). ``episodes``,
     ``epsilon`` and ``seed`` set the evaluation protocol of the returned config.
     """
-    from jaxdqn.transfer import sources
-
     meta = checkpoint.read_meta(path)
     data = meta["config"]
     data["train"] = {**data["train"], "eval_episodes": episodes}
@@ -181,8 +179,8 @@ def load_checkpoint(path, episodes: int = 10, epsilon: float | None = 0.0, seed:
         data["seed"] = seed
     cfg = config_lib.from_dict(data, strict=False)  # as the run stored it
     agent = build_agent(cfg)
-    if sources.is_progressive(meta):  # the new column over its frozen source columns
-        agent = dataclasses.replace(agent, learner=sources.stored_learner(meta, cfg, agent.tasks, str(path)))
+    if stored.is_progressive(meta):  # the new column over its frozen source columns
+        agent = dataclasses.replace(agent, learner=stored.stored_learner(meta, cfg, agent.tasks, str(path)))
     target = jax.eval_shape(agent.init, task_keys(cfg)).params
     params, meta = checkpoint.load_params(path, target)
     return cfg, agent, params, meta

@@ -1,14 +1,17 @@
 """Moving what one agent learned into another: distillation and transfer.
 
-- :mod:`~jaxdqn.transfer.sources`: teachers and sources are checkpoints;
-  reading their metadata, checking that they fit, turning them into fixed
-  Q-functions.
+Sources and teachers are checkpoints, read back by :mod:`jaxdqn.running.stored`
+(below this package, so evaluation needs nothing from here).
+
+- :mod:`~jaxdqn.transfer.fit`: whether a checkpoint's network, action sets and
+  observation shape fit a target, listing every difference.
+- :mod:`~jaxdqn.transfer.teachers`: checkpointed tasks as fixed Q-functions.
 - :mod:`~jaxdqn.transfer.distill`: one compiled distillation iteration
   (act, step, insert, update) over T teachers and one student.
 - :mod:`~jaxdqn.transfer.finetune`: start a DQN learner from a source
   checkpoint, optionally with a fresh head and a frozen torso.
-- :mod:`~jaxdqn.transfer.progressive`: progressive networks (frozen source
-  columns, a new column, lateral adapters with a learned scale).
+- progressive networks (frozen source columns, a new column, lateral adapters
+  with a learned scale) are a network: :mod:`jaxdqn.networks.progressive`.
 - :mod:`~jaxdqn.transfer.assisted`: TD loss plus a decaying distillation term
   towards a source teacher.
 - :mod:`~jaxdqn.transfer.metrics`: jumpstart, asymptotic performance, transfer

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from jaxdqn.agents.schedule import Schedule
 from jaxdqn.transfer.distill import distill_loss
-from jaxdqn.transfer.sources import TeacherSet
+from jaxdqn.transfer.teachers import TeacherSet
 
 BETA_SCHEDULES = ("constant", "linear", "exponential")
 

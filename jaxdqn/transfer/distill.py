@@ -33,7 +33,7 @@ from jaxdqn.agents.learner import Learner
 from jaxdqn.agents.schedule import Schedule
 from jaxdqn.agents.system import System
 from jaxdqn.envs import TaskSet
-from jaxdqn.transfer.sources import TeacherSet
+from jaxdqn.transfer.teachers import TeacherSet
 
 
 def task_distill_losses(

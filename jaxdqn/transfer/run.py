@@ -45,15 +45,9 @@ from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.assisted import TeacherPull
 from jaxdqn.transfer.distill import Distiller, LossSpec
 from jaxdqn.transfer.finetune import as_numpy, finetune_learner
-from jaxdqn.transfer.sources import (
-    Source,
-    TeacherSet,
-    fit_problems,
-    load_source,
-    progressive_network,
-    refuse,
-    refuse_progressive,
-)
+from jaxdqn.running.stored import Source, load_source, progressive_network, refuse_progressive
+from jaxdqn.transfer.teachers import TeacherSet, fixed_q
+from jaxdqn.transfer.fit import fit_problems, refuse
 
 
 # --------------------------------------------------------------------------
@@ -109,7 +103,7 @@ def build_distiller(cfg: tconfig.DistillConfig) -> DistillSetup:
         problems = fit_problems(src, t.task, label, task_set.task_num_actions[i], task_set.obs_shape)
         refuse(f"teachers[{i}]: checkpoint", src, problems)
     student = build_learner(student_cfg, task_set)
-    teachers = TeacherSet(tuple(src.fixed_q(t.task, task_set.num_actions) for t, src in zip(cfg.teachers, sources)))
+    teachers = TeacherSet(tuple(fixed_q(src, t.task, task_set.num_actions) for t, src in zip(cfg.teachers, sources)))
     loss = LossSpec(d.loss, d.tau_teacher, d.tau_student)
     distiller = Distiller(student, teachers, task_set, schedule(student_cfg), loss, actor=d.actor)
     records = [
@@ -283,7 +277,7 @@ def _assisted_learner(cfg: tconfig.TransferConfig, agent: DQNAgent, src: Source)
         "the teacher's Q-values must cover the target's actions",
     )
     a = tr.distill
-    teacher = TeacherSet(tuple(src.fixed_q(tr.source_task, tasks.num_actions) for _ in range(tasks.num_tasks)))
+    teacher = TeacherSet(tuple(fixed_q(src, tr.source_task, tasks.num_actions) for _ in range(tasks.num_tasks)))
     pull = TeacherPull(
         teacher=teacher,
         schedule=agent.schedule,

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 
+from jaxdqn.envs.taskset import fit_obs
 from jaxdqn.errors import ConfigError
 from jaxdqn.networks import OPTIONAL_FIELDS, NetworkSpec, conv, make_torso, preprocess
 
@@ -160,8 +161,6 @@ class ProgressiveQNetwork:
         return NewColumn(tuple(layer_plan(self.spec)), self.num_actions, self.adapter_size, self.scale_init, self.spec.conv_impl)
 
     def source_activations(self, obs: jax.Array) -> list[list[jax.Array]]:
-        from jaxdqn.transfer.sources import fit_obs
-
         out = []
         for column in self.columns:
             acts = column_activations(column.spec, column.torso_params, fit_obs(obs, column.obs_shape))
