@@ -22,7 +22,7 @@ from jaxdqn.envs import atari_scores as atari
 from jaxdqn.io import checkpoint
 from jaxdqn.running import distributed, stored
 from jaxdqn import config as config_lib
-from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon, task_keys
+from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon
 from jaxdqn.agents.learner import epsilon_greedy
 from jaxdqn.config import Config
 from jaxdqn.envs import TaskSet
@@ -181,8 +181,7 @@ def load_checkpoint(path, episodes: int = 10, epsilon: float | None = 0.0, seed:
     agent = build_agent(cfg)
     if stored.is_progressive(meta):  # the new column over its frozen source columns
         agent = dataclasses.replace(agent, learner=stored.stored_learner(meta, cfg, agent.tasks, str(path)))
-    target = jax.eval_shape(agent.init, task_keys(cfg)).params
-    params, meta = checkpoint.load_params(path, target)
+    params, meta = stored.online_params(path, cfg, agent.learner, agent.tasks)
     return cfg, agent, params, meta
 
 

@@ -126,6 +126,13 @@ def stored_learner(meta: dict, cfg: config_lib.Config, tasks: TaskSet, where: st
     return dataclasses.replace(learner, network=network)
 
 
+def online_params(path: str, cfg: config_lib.Config, learner: Learner, tasks: TaskSet) -> tuple[Params, dict]:
+    """The online parameters a checkpoint holds for ``learner`` (shaped as it initialises them), and its metadata."""
+    example = jax.ShapeDtypeStruct((1,) + tuple(tasks.obs_shape), tasks.obs_dtype)
+    target = jax.eval_shape(learner.init_params, task_keys(cfg), example)
+    return checkpoint.load_params(path, target)
+
+
 def load_source(path: str, what: str = "checkpoint") -> Source:
     """Loads a checkpoint (train, distill or transfer, progressive included): run dir, checkpoints dir or step dir."""
     info = read_info(path)
@@ -133,9 +140,7 @@ def load_source(path: str, what: str = "checkpoint") -> Source:
     cfg = stored_config(meta, where)
     tasks = TaskSet(task_specs(cfg), 1)
     learner = stored_learner(meta, cfg, tasks, where)
-    example = jax.ShapeDtypeStruct((1,) + tuple(tasks.obs_shape), tasks.obs_dtype)
-    target = jax.eval_shape(learner.init_params, task_keys(cfg), example)
-    params, meta = checkpoint.load_params(where, target)
+    params, meta = online_params(where, cfg, learner, tasks)
     return Source(path=where, meta=meta, cfg=cfg, learner=learner, params=jax.device_get(params))
 
 

@@ -119,14 +119,3 @@ def _train_seeds(cfg: Config, run_dir: Path, resume: bool, agent) -> Path:
     (run_dir / "config.yaml").write_text(config_lib.dump(cfg))
     loop.run_seeds(system, jobs, dirs, resume)
     return run_dir
-
-
-def final_state_params(run_dir: str | Path):
-    """Convenience for tests and notebooks: the latest checkpoint's parameters."""
-    from jaxdqn.io import checkpoint
-
-    cfg = config_lib.load(Path(run_dir) / "config.yaml")
-    agent = build_agent(cfg)
-    target = jax.eval_shape(agent.init, task_keys(cfg)).params
-    params, _ = checkpoint.load_params(run_dir, target)
-    return jax.tree_util.tree_map(jnp.asarray, params)
