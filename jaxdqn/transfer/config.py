@@ -23,8 +23,8 @@ from jaxdqn.config import (
     ReplayConfig,
     ScheduleConfig,
     TrainConfig,
-    _build,
-    _field,
+    build,
+    field,
     with_defaults,
 )
 from jaxdqn.errors import ConfigError
@@ -40,28 +40,28 @@ TRANSFER_METHODS = ("scratch", "finetune", "progressive", "distill")
 
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
-    checkpoint: str = _field("", help="teacher checkpoint: a run directory, its checkpoints/ folder or one step folder")
-    task: int = _field(0, low=0, help="which task of the teacher checkpoint this teacher plays (its index)")
-    name: str = _field("", help="label of the student's task (default: the teacher's task label)")
+    checkpoint: str = field("", help="teacher checkpoint: a run directory, its checkpoints/ folder or one step folder")
+    task: int = field(0, low=0, help="which task of the teacher checkpoint this teacher plays (its index)")
+    name: str = field("", help="label of the student's task (default: the teacher's task label)")
 
 
 @dataclasses.dataclass(frozen=True)
 class _DistillSettings(ScheduleConfig, ReplayConfig, OptimizerConfig):
     """How to distil; the optimizer, replay and schedule keys are the dqn: section's."""
 
-    loss: str = _field(
+    loss: str = field(
         "kl",
         choices=DISTILL_LOSSES,
         help="kl: KL(teacher || student) of softened policies; mse: Q regression; nll: teacher's greedy action",
     )
-    tau_teacher: float = _field(0.01, low=0.0, low_open=True, help="kl: teacher softmax temperature (low sharpens)")
-    tau_student: float = _field(1.0, low=0.0, low_open=True, help="kl and nll: student softmax temperature")
-    actor: str = _field(
+    tau_teacher: float = field(0.01, low=0.0, low_open=True, help="kl: teacher softmax temperature (low sharpens)")
+    tau_student: float = field(1.0, low=0.0, low_open=True, help="kl and nll: student softmax temperature")
+    actor: str = field(
         "teacher",
         choices=("teacher", "student"),
         help="who acts to fill replay: the teacher, or the student (online distillation)",
     )
-    actor_epsilon: float = _field(0.05, low=0.0, high=1.0, help="exploration of the acting policy")
+    actor_epsilon: float = field(0.05, low=0.0, high=1.0, help="exploration of the acting policy")
 
 
 # A student learns faster than a DQN agent from scratch: its own defaults for the shared keys.
@@ -70,12 +70,12 @@ DistillSettings = with_defaults(_DistillSettings, "DistillSettings", learning_ra
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-    name: str = _field("distill", help="run name; the run directory is OUTPUT_DIR/NAME-TIMESTAMP")
-    seed: int = _field(0, low=0, help="random seed")
-    teachers: tuple[TeacherConfig, ...] = _field((), help="one teacher per student task")
-    network: NetworkConfig = _field(NetworkConfig())
-    distill: DistillSettings = _field(DistillSettings())
-    train: TrainConfig = _field(TrainConfig())
+    name: str = field("distill", help="run name; the run directory is OUTPUT_DIR/NAME-TIMESTAMP")
+    seed: int = field(0, low=0, help="random seed")
+    teachers: tuple[TeacherConfig, ...] = field((), help="one teacher per student task")
+    network: NetworkConfig = field(NetworkConfig())
+    distill: DistillSettings = field(DistillSettings())
+    train: TrainConfig = field(TrainConfig())
 
 
 def _check_distill(cfg: DistillConfig) -> None:
@@ -91,7 +91,7 @@ def _check_distill(cfg: DistillConfig) -> None:
 
 
 def distill_from_dict(data: dict) -> DistillConfig:
-    cfg = _build(DistillConfig, data or {}, "")
+    cfg = build(DistillConfig, data or {}, "")
     _check_distill(cfg)
     return cfg
 
@@ -119,50 +119,50 @@ def load_distill(path: str | Path, overrides: list[str] | None = None) -> Distil
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneSettings:
-    reinit_head: bool = _field(False, help="start the head from a fresh initialisation instead of the source's")
-    freeze_torso: str = _field(
+    reinit_head: bool = field(False, help="start the head from a fresh initialisation instead of the source's")
+    freeze_torso: str = field(
         "never",
         choices=("never", "first", "always"),
         help="keep the source torso fixed: never, for the first freeze_steps, or always",
     )
-    freeze_steps: int = _field(0, low=0, help="with freeze_torso: first, env steps per task during which the torso stays fixed")
-    learning_rate: float = _field(0.0, low=0.0, help="Adam step size of the fine-tuning run (0: dqn.learning_rate)")
-    torso_lr_scale: float = _field(1.0, low=0.0, help="the torso learns at learning_rate * torso_lr_scale")
+    freeze_steps: int = field(0, low=0, help="with freeze_torso: first, env steps per task during which the torso stays fixed")
+    learning_rate: float = field(0.0, low=0.0, help="Adam step size of the fine-tuning run (0: dqn.learning_rate)")
+    torso_lr_scale: float = field(1.0, low=0.0, help="the torso learns at learning_rate * torso_lr_scale")
 
 
 @dataclasses.dataclass(frozen=True)
 class ProgressiveSettings:
-    adapter_size: int = _field(16, low=1, help="width of each lateral adapter's projection (its bottleneck)")
-    scale_init: float = _field(0.01, help="initial value of each adapter's learned input scale (small, as Rusu et al. advise)")
+    adapter_size: int = field(16, low=1, help="width of each lateral adapter's projection (its bottleneck)")
+    scale_init: float = field(0.01, help="initial value of each adapter's learned input scale (small, as Rusu et al. advise)")
 
 
 @dataclasses.dataclass(frozen=True)
 class AssistSettings:
-    loss: str = _field("mse", choices=DISTILL_LOSSES, help="distillation loss towards the source teacher")
-    tau_teacher: float = _field(0.01, low=0.0, low_open=True, help="kl: teacher softmax temperature")
-    tau_student: float = _field(1.0, low=0.0, low_open=True, help="kl and nll: student softmax temperature")
-    beta_start: float = _field(1.0, low=0.0, help="weight of the distillation term at the first update")
-    beta_end: float = _field(0.0, low=0.0, help="weight the distillation term decays towards")
-    beta_schedule: str = _field(
+    loss: str = field("mse", choices=DISTILL_LOSSES, help="distillation loss towards the source teacher")
+    tau_teacher: float = field(0.01, low=0.0, low_open=True, help="kl: teacher softmax temperature")
+    tau_student: float = field(1.0, low=0.0, low_open=True, help="kl and nll: student softmax temperature")
+    beta_start: float = field(1.0, low=0.0, help="weight of the distillation term at the first update")
+    beta_end: float = field(0.0, low=0.0, help="weight the distillation term decays towards")
+    beta_schedule: str = field(
         "linear",
         choices=("constant", "linear", "exponential"),
         help="constant: beta_start; linear: reaches beta_end at beta_decay_steps; exponential: halves the distance to beta_end every beta_decay_steps",
     )
-    beta_decay_steps: int = _field(50_000, low=1, help="env steps per task of the decay (see beta_schedule)")
+    beta_decay_steps: int = field(50_000, low=1, help="env steps per task of the decay (see beta_schedule)")
 
 
 @dataclasses.dataclass(frozen=True)
 class TransferSettings:
-    method: str = _field(
+    method: str = field(
         "finetune", choices=TRANSFER_METHODS, help="scratch (baseline), finetune, progressive or distill (distillation-assisted)"
     )
-    sources: tuple[str, ...] = _field(
+    sources: tuple[str, ...] = field(
         (), help="source checkpoints (progressive: one frozen column each; finetune and distill: exactly one)"
     )
-    source_task: int = _field(0, low=0, help="which task of each source checkpoint to transfer from (its index)")
-    finetune: FinetuneSettings = _field(FinetuneSettings())
-    progressive: ProgressiveSettings = _field(ProgressiveSettings())
-    distill: AssistSettings = _field(AssistSettings())
+    source_task: int = field(0, low=0, help="which task of each source checkpoint to transfer from (its index)")
+    finetune: FinetuneSettings = field(FinetuneSettings())
+    progressive: ProgressiveSettings = field(ProgressiveSettings())
+    distill: AssistSettings = field(AssistSettings())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +206,7 @@ def transfer_from_dict(data: dict) -> TransferConfig:
     block = data.pop("transfer", None)
     if block is None:
         raise ConfigError("config key 'transfer': missing; a transfer config is a training config plus a 'transfer:' block")
-    settings = _build(TransferSettings, block, "transfer")
+    settings = build(TransferSettings, block, "transfer")
     _check_transfer(settings)
     return TransferConfig(run=config_lib.from_dict(data), transfer=settings)
 
