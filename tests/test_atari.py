@@ -13,7 +13,7 @@ import pytest
 
 envpool = pytest.importorskip("envpool")
 
-from jaxdqn import atari_scores as atari  # noqa: E402 - envpool must be importable first (importorskip above)
+from jaxdqn.envs import atari_scores as atari  # noqa: E402 - envpool must be importable first (importorskip above)
 from jaxdqn import config  # noqa: E402 - envpool must be importable first (importorskip above)
 from jaxdqn.envs import TaskSet, TaskSpec, known_env_ids  # noqa: E402 - envpool must be importable first (importorskip above)
 from jaxdqn.envs.envpool_env import AtariGroup, AtariOptions, RawStep, to_step  # noqa: E402 - envpool must be importable first (importorskip above)
