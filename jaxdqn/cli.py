@@ -5,7 +5,7 @@ and exit with status 2; Ctrl-C exits with 130 after saving a checkpoint;
 SIGTERM or SIGUSR1 (a scheduler's preemption or time limit) exits with 75
 after saving one (jaxdqn.running.preemption); in a multi-process run, the death of a
 peer process stops the others with 76, naming the checkpoint to resume from
-(jaxdqn.running.peer_watch).
+(jaxdqn.parallel.peer_watch).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxdqn.running import peer_watch, preemption
+from jaxdqn.parallel import peer_watch
+
+from jaxdqn.running import preemption
 from jaxdqn.io.run_layout import checkpoint_dirs
 from jaxdqn.errors import JaxdqnError
 
@@ -55,7 +57,7 @@ def _start_distributed(args: argparse.Namespace) -> bool:
             if getattr(args, flag) is not None:
                 raise JaxdqnError(f"--{flag.replace('_', '-')} needs --distributed")
         return False
-    from jaxdqn.running import distributed
+    from jaxdqn.parallel import distributed
 
     cluster = distributed.resolve(
         args.coordinator_address,
@@ -71,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_resume(args)
     multi_process = _start_distributed(args)  # first: importing the training modules starts JAX's backend
     from jaxdqn import config
-    from jaxdqn.running import distributed
+    from jaxdqn.parallel import distributed
     from jaxdqn.running.train import train
     from jaxdqn.transfer.config import has_transfer_block
 

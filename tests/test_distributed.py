@@ -35,7 +35,7 @@ import yaml
 
 from jaxdqn import config
 
-from jaxdqn.running import distributed, sharding
+from jaxdqn.parallel import distributed, sharding
 from jaxdqn.errors import ConfigError, JaxdqnError
 from jaxdqn.io.run_outputs import read_metrics
 
@@ -233,7 +233,7 @@ def test_checkpoint_of_two_processes_is_evaluated_inspected_and_taught_from_in_o
 @pytest.mark.parametrize("victim", [1, 0])
 def test_a_killed_process_stops_the_other_in_one_line_naming_the_checkpoint(tmp_path, victim):
     from jaxdqn.io import checkpoint
-    from jaxdqn.running import peer_watch
+    from jaxdqn.parallel import peer_watch
 
     config_path = tmp_path / "long.yaml"
     long_run = {**TINY, "train": {**TINY["train"], "total_env_steps": 10**7, "checkpoint_every": 200}}
@@ -273,7 +273,7 @@ def test_a_killed_process_stops_the_other_in_one_line_naming_the_checkpoint(tmp_
 PEER_ERROR_FIRST = """
 import socket, sys, threading
 from jax.errors import JaxRuntimeError
-from jaxdqn.running import peer_watch
+from jaxdqn.parallel import peer_watch
 from jaxdqn import cli
 
 ours, theirs = socket.socketpair()
@@ -293,7 +293,7 @@ def test_a_collective_that_fails_before_the_watcher_sees_the_peer_gone_ends_in_o
     script = tmp_path / "peer_error_first.py"
     script.write_text(PEER_ERROR_FIRST)
     done = subprocess.run([sys.executable, str(script)], env=child_env(1), capture_output=True, text=True, timeout=60)
-    from jaxdqn.running import peer_watch
+    from jaxdqn.parallel import peer_watch
 
     assert done.returncode == peer_watch.EXIT_STATUS, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "gloo" not in done.stderr.lower(), done.stderr[-3000:]

@@ -17,7 +17,7 @@ from jaxdqn.envs import TaskSet, TaskSpec
 from jaxdqn.envs.envpool_env import AtariOptions
 from jaxdqn.networks import NetworkSpec, QNetwork
 from jaxdqn.replay.pixels import PixelReplay
-from jaxdqn.running.sharding import make_mesh
+from jaxdqn.parallel.sharding import make_mesh
 
 
 def task_specs(cfg: Config) -> list[TaskSpec]:

@@ -61,7 +61,7 @@ class DQNAgent(System):
     learner: Learner
     tasks: TaskSet
     schedule: Schedule
-    mesh: Any = None  # jax.sharding.Mesh when the run spans several devices (see jaxdqn.running.sharding)
+    mesh: Any = None  # jax.sharding.Mesh when the run spans several devices (see jaxdqn.parallel.sharding)
     # A ReplayBuffer (jaxdqn.agents.system): jaxdqn.replay.uniform (whole transitions) by default;
     # jaxdqn.replay.pixels.PixelReplay stores Atari frames once.
     buffer: ReplayBuffer = replay

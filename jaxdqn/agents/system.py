@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 
-from jaxdqn.running import distributed, sharding
+from jaxdqn.parallel import distributed, sharding
 
 from jaxdqn import replay
 from jaxdqn.agents.learner import epsilon_greedy

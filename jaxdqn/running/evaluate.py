@@ -20,7 +20,8 @@ import numpy as np
 
 from jaxdqn.envs import atari_scores as atari
 from jaxdqn.io import checkpoint
-from jaxdqn.running import distributed, stored
+from jaxdqn.parallel import distributed
+from jaxdqn.running import stored
 from jaxdqn import config as config_lib
 from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon
 from jaxdqn.agents.learner import epsilon_greedy

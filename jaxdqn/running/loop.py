@@ -10,7 +10,7 @@ every ``train.eval_every`` env steps and at the end, and checkpoints every
 and stops (:mod:`jaxdqn.running.preemption`); Ctrl-C saves a checkpoint of the last
 finished chunk before leaving (with several processes it keeps the last
 periodic one instead: saving is collective). With several processes
-(:mod:`jaxdqn.running.distributed`) the state is built or restored straight onto the
+(:mod:`jaxdqn.parallel.distributed`) the state is built or restored straight onto the
 mesh, and process 0 alone writes metrics, events and the progress bar.
 
 What differs between the kinds of run lives in a :class:`Job`: the metadata a
@@ -31,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn.running import distributed, preemption, sharding
+from jaxdqn.parallel import distributed, sharding
+
+from jaxdqn.running import preemption
 from jaxdqn.agents import seeds
 from jaxdqn.agents.seeds import Seeded
 from jaxdqn.agents.system import chunk_rows

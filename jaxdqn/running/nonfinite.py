@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdqn.running import distributed
+from jaxdqn.parallel import distributed
 from jaxdqn.errors import NonFiniteError
 
 

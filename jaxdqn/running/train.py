@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxdqn import config as config_lib
-from jaxdqn.running import distributed, loop, memory, peer_watch
+from jaxdqn.parallel import distributed, peer_watch
+from jaxdqn.running import loop, memory
 from jaxdqn.agents.build import build_agent, network_spec, task_keys
 from jaxdqn.agents.dqn import DQNAgent
 from jaxdqn.agents.seeds import Seeded, seed_mesh

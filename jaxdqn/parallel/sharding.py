@@ -11,7 +11,7 @@ The same config runs unchanged on 1 or N devices: with one device, or when no
 split fits, everything stays where it is. Devices are used up to the largest
 count that divides the split axis (T for tasks, the batch size for data).
 
-With several processes (``jaxdqn.running.distributed``) the mesh spans every process's
+With several processes (``jaxdqn.parallel.distributed``) the mesh spans every process's
 devices, ordered by process, so each process holds a contiguous block of the
 tasks (or of the batch); there the split must use every device, and a count
 that does not divide is refused in one line.

@@ -7,7 +7,7 @@ else from ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
 ``JAX_PROCESS_ID``, else from JAX's own cluster detection (SLURM, Open MPI,
 Cloud TPU, ...), meets the other processes at the coordinator, and calls
 ``jax.distributed.initialize``. After that ``jax.devices()`` lists every
-process's devices, and the run's mesh (``jaxdqn.running.sharding``) spans them all.
+process's devices, and the run's mesh (``jaxdqn.parallel.sharding``) spans them all.
 
 The meeting comes first because JAX aborts the whole process (a C++ check,
 not a Python error) when a peer never arrives; meeting over a plain socket
@@ -28,7 +28,7 @@ import socket
 import time
 from typing import Any, Mapping
 
-from jaxdqn.running import peer_watch
+from jaxdqn.parallel import peer_watch
 from jaxdqn.errors import JaxdqnError
 
 ENV_VARS = {
@@ -145,7 +145,7 @@ def start(cluster: Cluster) -> None:
 # says its id and the process count, and waits for process 0's "go PORT", sent when
 # all have arrived. Process 0 then frees the port for JAX's coordination service,
 # and each peer opens the connection on PORT through which the processes notice a
-# dead peer for the rest of the run (jaxdqn.running.peer_watch).
+# dead peer for the rest of the run (jaxdqn.parallel.peer_watch).
 
 
 def meet(cluster: Cluster) -> None:
