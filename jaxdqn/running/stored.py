@@ -89,6 +89,11 @@ class Source(CheckpointInfo):
         return self.learner.task_params(self.params, task)
 
 
+def as_numpy(tree: Params) -> Params:
+    """A parameter tree as host numpy arrays (frozen columns and fit checks hold them off the device)."""
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
 def stored_config(meta: dict, where: str) -> config_lib.Config:
     try:
         return config_lib.from_dict(meta["config"], strict=False)
@@ -105,8 +110,7 @@ def progressive_network(
 ) -> ProgressiveQNetwork:
     """A new column over task ``source_task``'s torso of each source (frozen)."""
     columns = tuple(
-        FrozenColumn(src.network_spec, jax.tree_util.tree_map(np.asarray, src.task_params(source_task)["torso"]), src.obs_shape)
-        for src in sources
+        FrozenColumn(src.network_spec, as_numpy(src.task_params(source_task)["torso"]), src.obs_shape) for src in sources
     )
     return ProgressiveQNetwork(spec, num_actions, columns, adapter_size, scale_init)
 

@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxdqn.agents.learner import Learner
@@ -130,7 +129,3 @@ def finetune_learner(
     (:func:`split_optimizer`)."""
     optimizer = split_optimizer(step_size, max_grad_norm, adam_eps, freeze, freeze_updates, torso_lr_scale)
     return dataclasses.replace(base, optimizer=optimizer, param_init=SourcePlacement(source, reinit_head))
-
-
-def as_numpy(tree: Params) -> Params:
-    return jax.tree_util.tree_map(np.asarray, tree)

@@ -44,8 +44,8 @@ from jaxdqn.running.train import train as train_loop
 from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.assisted import TeacherPull
 from jaxdqn.transfer.distill import Distiller, LossSpec
-from jaxdqn.transfer.finetune import as_numpy, finetune_learner
-from jaxdqn.running.stored import Source, load_source, progressive_network, refuse_progressive
+from jaxdqn.transfer.finetune import finetune_learner
+from jaxdqn.running.stored import Source, as_numpy, load_source, progressive_network, refuse_progressive
 from jaxdqn.transfer.teachers import TeacherSet, fixed_q
 from jaxdqn.transfer.fit import fit_problems, refuse
 
