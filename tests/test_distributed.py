@@ -307,6 +307,44 @@ def test_a_collective_error_with_every_peer_alive_is_raised_as_it_is(tmp_path):
     assert done.returncode == 1 and "Gloo AllGather failed" in done.stderr, done.stderr[-3000:]
 
 
+BACKGROUND_LOG_FIRST = """
+import socket, sys, threading, time
+from absl import logging
+from jax.errors import JaxRuntimeError
+from jaxdqn.parallel import peer_watch
+
+ours, theirs = socket.socketpair()
+peer_watch._watch(ours, 0, 1)  # process 1 watching process 0
+
+def signalling_thread():
+    # as orbax's checkpoint thread does when the coordination service is gone
+    try:
+        raise JaxRuntimeError("UNAVAILABLE: recvmsg:Connection reset by peer")
+    except JaxRuntimeError:
+        logging.exception("_SignalingThread.run() raised an exception")
+
+threading.Timer(0.5, theirs.close).start()
+threading.Thread(target=signalling_thread).start()
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("peer_dies", [True, False])
+def test_a_library_thread_logging_the_lost_connection_is_quiet_only_when_the_peer_is_gone(tmp_path, peer_dies):
+    from jaxdqn.parallel import peer_watch
+
+    script = tmp_path / "background_log_first.py"
+    text = BACKGROUND_LOG_FIRST if peer_dies else BACKGROUND_LOG_FIRST.replace("theirs.close", "lambda: None")
+    script.write_text(text.replace("time.sleep(30)", "time.sleep(30)" if peer_dies else "time.sleep(7)"))
+    done = subprocess.run([sys.executable, str(script)], env=child_env(1), capture_output=True, text=True, timeout=60)
+    if peer_dies:
+        assert done.returncode == peer_watch.EXIT_STATUS, done.stderr[-3000:]
+        assert done.stderr.strip().startswith("jaxdqn: process 0 of the run is gone; stopping process 1.")
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    else:
+        assert done.returncode == 0 and "Traceback" in done.stderr and "Connection reset" in done.stderr
+
+
 # -- start-up, without starting JAX's runtime ------------------------------------
 
 

@@ -21,7 +21,10 @@ argument and aborts all the same.)
 A collective over the dead peer's connection may fail in the main thread a
 moment before the watcher reads end-of-file; the command line then hands that
 error to :func:`stop_if_a_peer_is_gone`, which ends the process with the same
-one line instead of a traceback.
+one line instead of a traceback. A library's background thread may log such an
+error too (orbax's checkpoint signalling thread does, with its traceback): while
+peers are watched, a filter on the ``absl`` logger holds such a record until the
+watcher confirms or clears the peer, and drops it when the peer is gone.
 
 A process that ends as planned (the run finished, or a preemption signal saved
 it) first sends ``bye`` (:func:`leave`), and the other side stops watching it.
@@ -31,6 +34,7 @@ the port to the peers in the meeting before ``jax.distributed`` starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -103,6 +107,8 @@ def leave() -> None:
 
 
 def _watch(conn: socket.socket, other: int, me: int) -> None:
+    if not _connections:
+        logging.getLogger("absl").addFilter(_drop_lost_connection_logs)
     _connections.append(conn)
     threading.Thread(target=_wait_for_end, args=(conn, other, me), name=f"peer-watch-{other}", daemon=True).start()
 
@@ -134,6 +140,14 @@ def stop_if_a_peer_is_gone(err: BaseException, wait_s: float = GRACE_S + 3.0) ->
         return
     if _gone.wait(wait_s):
         _stop(*_gone_ids[0])
+
+
+def _drop_lost_connection_logs(record: logging.LogRecord) -> bool:
+    """A logging filter: False (drop) for a record of a lost-connection error once a peer is gone."""
+    err = record.exc_info[1] if record.exc_info else None
+    if err is None or not _is_lost_connection(err):
+        return True
+    return not _gone.wait(GRACE_S + 3.0)
 
 
 def _is_lost_connection(err: BaseException) -> bool:
