@@ -36,7 +36,8 @@ import numpy as np
 
 from jaxdqn import config
 from jaxdqn.agents.build import build_agent, task_keys
-from jaxdqn.envs.envpool_env import AtariOptions, make_pool
+from jaxdqn.config import AtariConfig
+from jaxdqn.envs.envpool_env import make_pool
 from jaxdqn.running.runners import make_runner
 
 RESULTS = Path(__file__).parent / "results"
@@ -107,7 +108,7 @@ def measure_training(num_tasks: int, stepping: str, args) -> dict:
 
 def measure_raw(num_tasks: int, args) -> dict:
     """Every game's pool stepped in turn with random actions (what one host thread can drive)."""
-    options = AtariOptions(stepping="host", num_threads=args.threads, full_action_space=num_tasks > 1)
+    options = AtariConfig(stepping="host", num_threads=args.threads, full_action_space=num_tasks > 1)
     pools = [make_pool(g, args.num_envs, options, seed=i) for i, g in enumerate(games(num_tasks))]
     rng = np.random.default_rng(0)
     for pool in pools:

@@ -16,7 +16,7 @@ envpool = pytest.importorskip("envpool")
 from jaxdqn.envs import atari_scores as atari  # noqa: E402 - envpool must be importable first (importorskip above)
 from jaxdqn import config  # noqa: E402 - envpool must be importable first (importorskip above)
 from jaxdqn.envs import TaskSet, TaskSpec, known_env_ids  # noqa: E402 - envpool must be importable first (importorskip above)
-from jaxdqn.envs.envpool_env import AtariGroup, AtariOptions, RawStep, to_step  # noqa: E402 - envpool must be importable first (importorskip above)
+from jaxdqn.envs.envpool_env import AtariGroup, RawStep, to_step  # noqa: E402 - envpool must be importable first (importorskip above)
 from jaxdqn.errors import ConfigError  # noqa: E402 - envpool must be importable first (importorskip above)
 from jaxdqn.replay.pixels import PixelReplay  # noqa: E402 - envpool must be importable first (importorskip above)
 from jaxdqn.replay.uniform import Transition  # noqa: E402 - envpool must be importable first (importorskip above)
@@ -68,20 +68,20 @@ def _run(options, raws, lives=3):
 
 def test_life_loss_terminates_in_training_only_and_the_game_goes_on():
     raws = [_raw(reward=7.0), _raw(lives=2), _raw(reward=-3.0, lives=2)]
-    train = _run(AtariOptions(), raws)
+    train = _run(config.AtariConfig(), raws)
     assert train[0].reward == 1.0 and train[0].score == 7.0  # clipped for learning, raw for metrics
     assert train[1].terminated and not train[1].truncated and not train[1].episode_end
     assert not train[2].reset_step and train[2].reward == -1.0  # no reset after a lost life
-    evaluation = _run(AtariOptions().for_evaluation(seed=1), raws)
+    evaluation = _run(config.AtariConfig().for_evaluation(), raws)
     assert evaluation[0].reward == 7.0 and not evaluation[1].terminated
 
 
 def test_cap_truncates_game_over_terminates_and_the_next_step_is_envpools_reset():
-    capped = _run(AtariOptions(), [_raw(trunc=True), _raw(lives=3)])
+    capped = _run(config.AtariConfig(), [_raw(trunc=True), _raw(lives=3)])
     assert capped[0].truncated and not capped[0].terminated and capped[0].episode_end
     assert capped[1].reset_step and not capped[1].terminated and not capped[1].episode_end
     # game over on the capped step: termination wins, no bootstrap
-    over = _run(AtariOptions(), [_raw(game_over=True, trunc=True, lives=0), _raw(lives=5)])
+    over = _run(config.AtariConfig(), [_raw(game_over=True, trunc=True, lives=0), _raw(lives=5)])
     assert over[0].terminated and not over[0].truncated
     assert over[1].reset_step and not over[1].terminated  # lives going back up is not a lost life
 
@@ -97,7 +97,7 @@ def test_atari_ids_are_known_and_cannot_mix_with_gymnax():
 def test_pixel_replay_returns_exactly_the_stacks_envpool_produced():
     # Breakout with random actions loses lives (the stack goes on) and hits the
     # 50-step cap (envpool resets, the stack restarts from the first frame).
-    options = AtariOptions(stepping="host", max_episode_steps=50, num_threads=1)
+    options = config.AtariConfig(stepping="host", max_episode_steps=50, num_threads=1)
     group = AtariGroup("Breakout-v5", [11], 2, options)
     buffer = PixelReplay(num_envs=2, stack=4)
     obs, lives = group.host_reset()

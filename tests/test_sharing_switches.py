@@ -264,7 +264,7 @@ def test_task_input_layer_of_the_cnns_reads_the_tasks_own_channels(torso, obs_sh
     valid = np.zeros((2, *obs_shape), bool)
     valid[0][tuple(slice(0, d) for d in own)] = True
     valid[1] = True
-    spec = NetworkSpec(torso=torso, task_input_layer=True, conv_impl="patches")
+    spec = NetworkSpec(torso=torso, task_input_layers=True, conv_impl="patches")
     learner = Learner(QNetwork(spec, 3), 2, np.ones((2, 3), bool), mode="hard", obs_valid=valid)
     params = learner.init_params(jax.random.split(jax.random.PRNGKey(0), 2), jnp.zeros((1, *obs_shape)))
     kernel = np.asarray(params["torso"][TASK_INPUT]["kernel"])  # [T, kh, kw, C, F]

@@ -14,7 +14,6 @@ from jaxdqn.agents.schedule import Schedule
 from jaxdqn.agents.learner import Learner
 from jaxdqn.config import Config
 from jaxdqn.envs import TaskSet, TaskSpec
-from jaxdqn.envs.envpool_env import AtariOptions
 from jaxdqn.networks import NetworkSpec, QNetwork
 from jaxdqn.replay.pixels import PixelReplay
 from jaxdqn.parallel.sharding import make_mesh
@@ -29,17 +28,7 @@ def network_spec(cfg: Config) -> NetworkSpec:
     support = {}
     if d.loss == "hl_gauss":
         support = dict(value_bins=d.hl_gauss_bins, value_min=d.hl_gauss_min, value_max=d.hl_gauss_max)
-    return NetworkSpec(
-        torso=n.torso,
-        hidden_sizes=tuple(n.hidden_sizes),
-        dueling=n.dueling,
-        cnn_channels=n.cnn_channels,
-        cnn_hidden=n.cnn_hidden,
-        layer_norm=n.layer_norm,
-        task_input_layer=n.task_input_layers,
-        task_conditioning=n.task_conditioning,
-        **support,
-    )
+    return NetworkSpec.from_config(n, **support)
 
 
 def steps_per_round_factor(cfg: Config) -> int:
@@ -132,45 +121,6 @@ def build_learner(cfg: Config, tasks: TaskSet) -> Learner:
     )
 
 
-# What benchmarks/bench_atari.py measured faster per backend (results/atari*.md):
-# on GPU the compiled loop (envpool's XLA handles) beats the host loop's per-step
-# dispatches; on CPU the host loop wins by far, because XLA:CPU runs convolutions
-# much slower inside the scanned loop than in a plain compiled update. envpool has
-# no TPU kernels, so TPUs step on the host.
-ATARI_STEPPING = {"cpu": "host", "gpu": "xla", "tpu": "host"}
-
-
-def atari_stepping(cfg: Config) -> str:
-    """``atari.stepping``, with ``auto`` resolved for the default backend."""
-    choice = cfg.atari.stepping
-    if choice != "auto":
-        return choice
-    return ATARI_STEPPING.get(jax.default_backend(), "host")
-
-
-def atari_options(cfg: Config, evaluation: bool = False) -> AtariOptions:
-    """envpool settings of the training pools, or of the evaluation protocol's pools."""
-    a = cfg.atari
-    options = AtariOptions(
-        stepping=atari_stepping(cfg),
-        num_threads=a.num_threads,
-        img_height=a.img_height,
-        img_width=a.img_width,
-        gray_scale=a.gray_scale,
-        frame_skip=a.frame_skip,
-        stack_num=a.stack_num,
-        noop_max=a.noop_max,
-        fire_reset=a.fire_reset,
-        repeat_action_probability=a.repeat_action_probability,
-        max_episode_steps=a.max_episode_steps,
-        full_action_space=a.full_action_space,
-        episodic_life=a.episodic_life,
-        reward_clip=a.reward_clip,
-        seed=cfg.seed,
-    )
-    return options.for_evaluation(seed=cfg.seed + 0x5EED) if evaluation else options
-
-
 def eval_epsilon(cfg: Config, tasks: TaskSet) -> float:
     """Exploration while evaluating: ``atari.eval_epsilon`` for Atari, else ``train.eval_epsilon``."""
     return cfg.atari.eval_epsilon if tasks.is_atari else cfg.train.eval_epsilon
@@ -179,7 +129,7 @@ def eval_epsilon(cfg: Config, tasks: TaskSet) -> float:
 def build_agent(cfg: Config) -> DQNAgent | PQNAgent:
     """The system ``cfg.system`` names, over the config's tasks."""
     d, t = cfg.dqn, cfg.train
-    tasks = TaskSet(task_specs(cfg), t.num_envs, atari=atari_options(cfg))
+    tasks = TaskSet(task_specs(cfg), t.num_envs, atari=cfg.atari, atari_seed=cfg.seed)
     if cfg.system == "pqn":
         p = cfg.pqn
         return PQNAgent(build_learner(cfg, tasks), tasks, schedule(cfg), p.rollout_length, p.epochs, p.minibatches, p.q_lambda)
@@ -191,6 +141,10 @@ def build_agent(cfg: Config) -> DQNAgent | PQNAgent:
     return DQNAgent(build_learner(cfg, tasks), tasks, schedule(cfg), mesh, buffer=buffer, target=target)
 
 
+EVAL_SEED_OFFSET = 0x5EED  # evaluation pools draw their own episodes, apart from training's
+
+
 def build_eval_tasks(cfg: Config) -> TaskSet:
     """Evaluation envs; for Atari a separate pool with the evaluation protocol's settings."""
-    return TaskSet(task_specs(cfg), cfg.train.eval_episodes, atari=atari_options(cfg, evaluation=True))
+    atari = cfg.atari.for_evaluation()
+    return TaskSet(task_specs(cfg), cfg.train.eval_episodes, atari=atari, atari_seed=cfg.seed + EVAL_SEED_OFFSET)

@@ -33,7 +33,7 @@ Options:
 
 - ``reward_scale``: task ``i``'s rewards are multiplied by ``reward_scale[i]``
   in its TD targets (replay keeps the env's rewards).
-- ``obs_valid [T, *obs_shape]`` with a per-task input layer (``network.spec.task_input_layer``):
+- ``obs_valid [T, *obs_shape]`` with a per-task input layer (``network.spec.task_input_layers``):
   which entries of the padded observations are task ``i``'s own; at init each task's
   first-layer weights on the other entries are zeroed (the padding is zero, so they
   get no gradient and stay zero) and the rest scaled to the fan-in of the task's own inputs.
@@ -126,7 +126,7 @@ class Learner:
         hard-sharing run with T = 1 starts exactly where a single-task run does.
         """
         per_task = jax.vmap(lambda k: self.network.init(k, example_obs))(task_keys)
-        if self.network.spec.task_input_layer and self.obs_valid is not None:
+        if self.network.spec.task_input_layers and self.obs_valid is not None:
             per_task = self._own_inputs_only(per_task)
         params = self.task_axis.from_per_task(per_task)
         return params if self.param_init is None else self.param_init(self, params)

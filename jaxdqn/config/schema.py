@@ -208,7 +208,11 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AtariConfig:
-    """envpool settings of every Atari task (env ids like Pong-v5); see docs/atari.md."""
+    """envpool settings of every Atari task (env ids like Pong-v5); see docs/atari.md.
+
+    The config's ``atari:`` section and what ``jaxdqn.envs.envpool_env`` builds its pools from:
+    one struct, so a setting cannot be lost between the two.
+    """
 
     stepping: str = field(
         "auto",
@@ -236,6 +240,18 @@ class AtariConfig:
     eval_epsilon: float = field(
         0.05, low=0.0, high=1.0, help="exploration while evaluating Atari tasks (train.eval_epsilon is for the others)"
     )
+
+    def for_evaluation(self) -> "AtariConfig":
+        """The evaluation protocol's pools: raw rewards, and lives do not end anything."""
+        return dataclasses.replace(self, episodic_life=False, reward_clip=False)
+
+    @property
+    def frame_channels(self) -> int:
+        return 1 if self.gray_scale else 3
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        return (self.stack_num * self.frame_channels, self.img_height, self.img_width)
 
 
 @dataclasses.dataclass(frozen=True)

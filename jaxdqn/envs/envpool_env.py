@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import io_callback
 
+from jaxdqn.config.schema import AtariConfig
 from jaxdqn.errors import ConfigError
 
 STEPPING_MODES = ("xla", "host")
@@ -92,37 +93,19 @@ def is_atari_id(env_id: str) -> bool:
     return bool(ATARI_ID.fullmatch(env_id)) and env_id in registered_ids()
 
 
-@dataclasses.dataclass(frozen=True)
-class AtariOptions:
-    """envpool settings shared by every Atari task of a run (see ``atari:`` in the config)."""
+# What benchmarks/bench_atari.py measured faster per backend (results/atari*.md):
+# on GPU the compiled loop (envpool's XLA handles) beats the host loop's per-step
+# dispatches; on CPU the host loop wins by far, because XLA:CPU runs convolutions
+# much slower inside the scanned loop than in a plain compiled update. envpool has
+# no TPU kernels, so TPUs step on the host.
+ATARI_STEPPING = {"cpu": "host", "gpu": "xla", "tpu": "host"}
 
-    stepping: str = "xla"
-    num_threads: int = 0  # envpool threads per pool; 0: one per environment
-    img_height: int = 84
-    img_width: int = 84
-    gray_scale: bool = True
-    frame_skip: int = 4
-    stack_num: int = 4
-    noop_max: int = 30
-    fire_reset: bool = True
-    repeat_action_probability: float = 0.25
-    max_episode_steps: int = 27_000
-    full_action_space: bool = False
-    episodic_life: bool = True  # applied by the adapter, training only
-    reward_clip: bool = True  # applied by the adapter, training only
-    seed: int = 0  # task i's pool is seeded from (seed, i)
 
-    def for_evaluation(self, seed: int) -> "AtariOptions":
-        """The evaluation protocol's pool: raw rewards, lives do not end anything."""
-        return dataclasses.replace(self, episodic_life=False, reward_clip=False, seed=seed)
-
-    @property
-    def frame_channels(self) -> int:
-        return 1 if self.gray_scale else 3
-
-    @property
-    def obs_shape(self) -> tuple[int, int, int]:
-        return (self.stack_num * self.frame_channels, self.img_height, self.img_width)
+def resolved(options: AtariConfig) -> AtariConfig:
+    """``options`` with ``stepping: auto`` replaced by the faster mode on the default backend."""
+    if options.stepping != "auto":
+        return options
+    return dataclasses.replace(options, stepping=ATARI_STEPPING.get(jax.default_backend(), "host"))
 
 
 def pool_seed(base: int, task_index: int) -> int:
@@ -131,12 +114,10 @@ def pool_seed(base: int, task_index: int) -> int:
     return int(state % (2**31 - 2**16))
 
 
-def make_pool(env_id: str, num_envs: int, options: AtariOptions, seed: int):
+def make_pool(env_id: str, num_envs: int, options: AtariConfig, seed: int):
     """One synchronous envpool pool (every ``recv`` returns all ``num_envs`` envs)."""
     import envpool
 
-    if options.noop_max < 1:
-        raise ConfigError(f"config key 'atari.noop_max': got {options.noop_max}; allowed: an integer >= 1")
     return envpool.make(
         env_id,
         env_type="gymnasium",
@@ -210,7 +191,7 @@ def raw_from_gymnasium(obs, reward, trunc, info, xp=jnp) -> RawStep:
     )
 
 
-def to_step(options: AtariOptions, lives: jax.Array, ended: jax.Array, raw: RawStep):
+def to_step(options: AtariConfig, lives: jax.Array, ended: jax.Array, raw: RawStep):
     """(lives, ended, AtariStep) after ``raw``, given the lives and ``ended`` flag before it.
 
     Pure and shape-agnostic: works on ``[B]`` or ``[G, B]`` arrays, numpy or jax.
@@ -241,7 +222,8 @@ def to_step(options: AtariOptions, lives: jax.Array, ended: jax.Array, raw: RawS
 class AtariGroup:
     """Tasks that play the same Atari game, one envpool pool each."""
 
-    def __init__(self, env_id: str, seeds: Sequence[int], num_envs: int, options: AtariOptions):
+    def __init__(self, env_id: str, seeds: Sequence[int], num_envs: int, options: AtariConfig):
+        options = resolved(options)
         if options.stepping not in STEPPING_MODES:
             raise ConfigError(
                 f"config key 'atari.stepping': got {options.stepping!r}; allowed: {', '.join(map(repr, STEPPING_MODES))}"

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdqn.config.schema import AtariConfig
 from jaxdqn.envs import envpool_env, gymnax_env, pgx_env
 from jaxdqn.errors import CheckpointError, ConfigError
 
@@ -85,7 +86,7 @@ def fit_obs(obs: jax.Array, shape: Sequence[int], lead: int = 1) -> jax.Array:
 class TaskSet:
     """T tasks, ``num_envs`` environments each, with a leading task axis on everything."""
 
-    def __init__(self, tasks: Sequence[TaskSpec], num_envs: int, atari: envpool_env.AtariOptions | None = None):
+    def __init__(self, tasks: Sequence[TaskSpec], num_envs: int, atari: AtariConfig | None = None, atari_seed: int = 0):
         if not tasks:
             raise ConfigError("tasks: at least one task is required")
         for task in tasks:
@@ -93,7 +94,7 @@ class TaskSet:
         self.tasks = list(tasks)
         self.num_envs = num_envs
         self.is_atari = _check_atari_tasks(self.tasks)
-        self.atari = (atari or envpool_env.AtariOptions()) if self.is_atari else None
+        self.atari = envpool_env.resolved(atari or AtariConfig()) if self.is_atari else None
         self.groups: list[tuple[gymnax_env.GymnaxGroup | pgx_env.PgxGroup | envpool_env.AtariGroup, slice]] = []
         start = 0
         while start < len(tasks):
@@ -101,7 +102,7 @@ class TaskSet:
             while stop < len(tasks) and group_key(tasks[stop]) == group_key(tasks[start]):
                 stop += 1
             if self.is_atari:
-                seeds = [envpool_env.pool_seed(self.atari.seed, i) for i in range(start, stop)]
+                seeds = [envpool_env.pool_seed(atari_seed, i) for i in range(start, stop)]
                 group = envpool_env.AtariGroup(tasks[start].env_id, seeds, num_envs, self.atari)
             elif pgx_env.is_pgx_id(tasks[start].env_id):
                 group = pgx_env.PgxGroup(tasks[start].env_id, [t.env_params for t in tasks[start:stop]], num_envs)
@@ -193,5 +194,5 @@ def _check_atari_tasks(tasks: Sequence[TaskSpec]) -> bool:
     return all(atari)
 
 
-def make_taskset(tasks: Sequence[TaskSpec], num_envs: int, atari: envpool_env.AtariOptions | None = None) -> TaskSet:
-    return TaskSet(tasks, num_envs, atari)
+def make_taskset(tasks: Sequence[TaskSpec], num_envs: int, atari: AtariConfig | None = None, atari_seed: int = 0) -> TaskSet:
+    return TaskSet(tasks, num_envs, atari, atari_seed)

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdqn.config.schema import NetworkConfig
+
 Params = Any
 
 TORSOS = ("mlp", "minatar_cnn", "nature_cnn")
@@ -270,34 +272,38 @@ MINATAR_HIDDEN = 128
 # these defaults, so that the records of networks without them stay as they were.
 OPTIONAL_FIELDS = {
     "layer_norm": False,
-    "task_input_layer": False,
+    "task_input_layers": False,
     "task_conditioning": "none",
     "value_bins": 0,
     "value_min": -10.0,
     "value_max": 10.0,
 }
+# Checkpoint records keep the name a field had when it was first written.
+RECORD_NAMES = {"task_input_layers": "task_input_layer"}
 
 
 @dataclasses.dataclass(frozen=True)
-class NetworkSpec:
-    """Everything needed to rebuild a Q-network (stored in checkpoints)."""
+class NetworkSpec(NetworkConfig):
+    """Everything needed to rebuild a Q-network (stored in checkpoints).
 
-    torso: str = "mlp"
-    hidden_sizes: tuple[int, ...] = (120, 84)
-    dueling: bool = False
+    The config's ``network:`` section (``NetworkConfig``: torso, widths, the sharing
+    switches) plus what the rest of the config decides: how convolutions are computed,
+    and the value support of a classification head (from ``dqn.loss: hl_gauss``).
+    """
+
     conv_impl: str = "auto"  # how convolutions are computed; parameters are the same either way
-    cnn_channels: int = MINATAR_CHANNELS  # minatar_cnn only
-    cnn_hidden: int = MINATAR_HIDDEN  # minatar_cnn only
-    layer_norm: bool = False  # LayerNorm on every hidden layer (TorsoLayers)
-    task_input_layer: bool = False  # the first layer is per task even where the torso is shared
-    task_conditioning: str = "none"  # "none", "embedding" or "film" on the last hidden layer
     value_bins: int = 0  # > 0: the head gives logits over this many bins per action (ValueSupport)
     value_min: float = -10.0
     value_max: float = 10.0
 
+    @classmethod
+    def from_config(cls, network: NetworkConfig, **derived) -> "NetworkSpec":
+        chosen = {f.name: getattr(network, f.name) for f in dataclasses.fields(NetworkConfig)}
+        return cls(**dict(chosen, hidden_sizes=tuple(network.hidden_sizes)), **derived)
+
     @property
     def torso_layers(self) -> TorsoLayers:
-        return TorsoLayers(self.layer_norm, self.task_input_layer, self.task_conditioning)
+        return TorsoLayers(self.layer_norm, self.task_input_layers, self.task_conditioning)
 
     @property
     def support(self) -> ValueSupport | None:
@@ -310,7 +316,9 @@ class NetworkSpec:
         # Tian's, so the records of default networks stay as they were.
         if self.torso == "minatar_cnn" and (self.cnn_channels, self.cnn_hidden) != (MINATAR_CHANNELS, MINATAR_HIDDEN):
             data.update(cnn_channels=self.cnn_channels, cnn_hidden=self.cnn_hidden)
-        data.update({k: getattr(self, k) for k, default in OPTIONAL_FIELDS.items() if getattr(self, k) != default})
+        data.update(
+            {RECORD_NAMES.get(k, k): getattr(self, k) for k, default in OPTIONAL_FIELDS.items() if getattr(self, k) != default}
+        )
         return data
 
     @classmethod
@@ -323,7 +331,7 @@ class NetworkSpec:
             dueling=bool(data.get("dueling", False)),
             cnn_channels=int(data.get("cnn_channels", MINATAR_CHANNELS)),
             cnn_hidden=int(data.get("cnn_hidden", MINATAR_HIDDEN)),
-            **{k: type(default)(data.get(k, default)) for k, default in OPTIONAL_FIELDS.items()},
+            **{k: type(default)(data.get(RECORD_NAMES.get(k, k), default)) for k, default in OPTIONAL_FIELDS.items()},
         )
 
     def relevant_fields(self) -> tuple[str, ...]:

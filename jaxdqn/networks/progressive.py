@@ -151,8 +151,7 @@ class ProgressiveQNetwork:
         for column_spec in (self.spec, *(c.spec for c in self.columns)):
             for key, default in OPTIONAL_FIELDS.items():
                 if getattr(column_spec, key) != default:
-                    names = {"task_input_layer": "network.task_input_layers"}
-                    where = "dqn.loss: hl_gauss" if key.startswith("value_") else names.get(key, f"network.{key}")
+                    where = "dqn.loss: hl_gauss" if key.startswith("value_") else f"network.{key}"
                     raise ConfigError(f"progressive networks do not support {where} (in the new column or a source)")
             layer_plan(column_spec)
 

@@ -178,7 +178,7 @@ def atari_episode(learner, params, task_index: int, env_id: str, options, seed: 
     """One greedy episode of an Atari task in a one-env envpool pool with the evaluation settings."""
     from jaxdqn.envs.envpool_env import make_pool
 
-    pool = make_pool(env_id, 1, options.for_evaluation(seed=seed), seed)
+    pool = make_pool(env_id, 1, options.for_evaluation(), seed)
     obs, _ = pool.reset()
     frames = [obs[0]]
     q_values = jax.jit(lambda p, o: learner.q_values(p, o))
@@ -218,14 +218,14 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: int = 15) -> Path:
 
 def write_episode_gifs(cfg, agent, params, out_dir: Path, seed: int = 0, max_steps: int = 10_000) -> list[tuple[Path, int]]:
     """One GIF per task of a greedy episode -> (path, number of steps) per task."""
-    from jaxdqn.agents.build import atari_options, task_specs
+    from jaxdqn.agents.build import task_specs
     from jaxdqn.envs import TaskSet
 
     out_dir.mkdir(parents=True, exist_ok=True)
     learner = agent.learner
     specs = task_specs(cfg)
     if agent.tasks.is_atari:
-        options = atari_options(cfg)
+        options = cfg.atari
         episodes = [atari_episode(learner, params, i, s.env_id, options, seed + i, max_steps) for i, s in enumerate(specs)]
         channels = options.frame_channels
     else:
