@@ -220,6 +220,16 @@ def _run_arguments(p: argparse.ArgumentParser, config_help: str, overrides_help:
     )
 
 
+def _run_command(
+    sub, name: str, func, config_help: str, epilog: str, overrides_help: str = "override config keys", **parser_text
+) -> argparse.ArgumentParser:
+    """A command that runs a config: its parser (config keys listed after the options) and its arguments."""
+    p = sub.add_parser(name, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter, **parser_text)
+    _run_arguments(p, config_help, overrides_help)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxdqn",
@@ -227,16 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
+    p = _run_command(
+        sub,
         "train",
+        cmd_train,
+        "YAML config file (see configs/)",
+        _config_help(),
+        "override config keys, e.g. train.total_env_steps=20000 seed=3",
         help="train the agent a YAML config describes",
         description="Train the agent a YAML config describes. Writes RUN_DIR/config.yaml, metrics.csv, "
         "tensorboard/ and checkpoints/. A config with a transfer: block starts from a source checkpoint "
         "(see jaxdqn transfer --help).",
-        epilog=_config_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _run_arguments(p, "YAML config file (see configs/)", "override config keys, e.g. train.total_env_steps=20000 seed=3")
     p.add_argument(
         "--distributed",
         action="store_true",
@@ -256,7 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="with --distributed: how long to wait for the coordinator and the other processes (default 300)",
     )
-    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "evaluate",
@@ -297,8 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from jaxdqn.transfer.config import describe_distill_keys, describe_transfer_keys
 
-    p = sub.add_parser(
+    _run_command(
+        sub,
         "distill",
+        cmd_distill,
+        "YAML distillation config (see configs/distill_*.yaml)",
+        "config keys (override any with KEY=VALUE, e.g. teachers.0.checkpoint=runs/teacher distill.loss=mse):\n"
+        + "\n".join(describe_distill_keys()),
         help="distil one or more teacher checkpoints into a student",
         description="Distil teachers into a student: one teacher into a network of any size, or T teachers (one per task) "
         "into one multi-task student with a shared torso and a head per task. The acting policy (the teachers by "
@@ -306,28 +322,23 @@ def build_parser() -> argparse.ArgumentParser:
         "the chosen loss (kl, mse or nll). Reports the student's greedy return as a percentage of each teacher's on the "
         "same episodes. Writes RUN_DIR/config.yaml, student.yaml, metrics.csv, distill.csv, summary.json and "
         "checkpoints/ that jaxdqn evaluate reads.",
-        epilog="config keys (override any with KEY=VALUE, e.g. teachers.0.checkpoint=runs/teacher distill.loss=mse):\n"
-        + "\n".join(describe_distill_keys()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _run_arguments(p, "YAML distillation config (see configs/distill_*.yaml)")
-    p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser(
+    _run_command(
+        sub,
         "transfer",
+        cmd_transfer,
+        "YAML training config with a transfer: block (see configs/transfer_*.yaml)",
+        "transfer keys (override any with KEY=VALUE, e.g. transfer.method=progressive "
+        "transfer.sources=[runs/source]; the rest of the file is a training config, see jaxdqn train --help):\n"
+        + "\n".join(describe_transfer_keys()),
         help="train a target task starting from a source checkpoint",
         description="Train the tasks of a training config with a transfer: block: finetune (start from the source's "
         "parameters; optional fresh head, frozen torso, own learning rate), progressive (frozen source columns plus "
         "a new column with lateral adapters), distill (TD loss plus a decaying distillation term towards the source), "
         "or scratch (the baseline, same loop). Writes RUN_DIR/config.yaml (the target training config), "
         "transfer.yaml, metrics.csv (with an evaluation at env step 0) and checkpoints/.",
-        epilog="transfer keys (override any with KEY=VALUE, e.g. transfer.method=progressive "
-        "transfer.sources=[runs/source]; the rest of the file is a training config, see jaxdqn train --help):\n"
-        + "\n".join(describe_transfer_keys()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _run_arguments(p, "YAML training config with a transfer: block (see configs/transfer_*.yaml)")
-    p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser(
         "inspect",

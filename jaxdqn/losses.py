@@ -188,15 +188,9 @@ def double_q_learning_target(
     ``a*     = argmax_{a valid} q_t_selector[a]``
     ``target = r_t + discount_t * q_t_value[a*]``
 
-    Args:
-      r_t: reward at ``t``, float scalar.
-      discount_t: discount at ``t`` (0 at episode end), float scalar.
-      q_t_value: Q-values at ``t`` used to evaluate the chosen action, ``[A]``.
-      q_t_selector: Q-values at ``t`` used to choose the action, ``[A]``.
-      action_mask_t: optional boolean ``[A]``; actions valid at ``t``.
-
-    Returns:
-      The target, a float scalar (gradients are not stopped here).
+    The arguments are :func:`q_learning_target`'s, with its ``q_t`` split in
+    two as in :func:`double_q_learning`. Returns the target, a float scalar
+    (gradients are not stopped here).
     """
     chex.assert_rank([r_t, discount_t, q_t_value, q_t_selector], [0, 0, 1, 1])
     chex.assert_type([r_t, discount_t, q_t_value, q_t_selector], [float, float, float, float])
@@ -235,11 +229,15 @@ def q_learning(
     Returns:
       The TD error, a float scalar.
     """
+    target_tm1 = q_learning_target(r_t, discount_t, q_t, action_mask_t)
+    return _td_error(q_tm1, a_tm1, target_tm1, stop_target_gradients)
+
+
+def _td_error(q_tm1: Array, a_tm1: Numeric, target_tm1: Array, stop_target_gradients: bool) -> Array:
+    """``target_tm1 - q_tm1[a_tm1]``, with the target's gradient stopped if asked."""
     chex.assert_rank([q_tm1, a_tm1], [1, 0])
     chex.assert_type([q_tm1, a_tm1], [float, int])
-    target_tm1 = q_learning_target(r_t, discount_t, q_t, action_mask_t)
-    target_tm1 = _maybe_stop(target_tm1, stop_target_gradients)
-    return target_tm1 - q_tm1[a_tm1]
+    return _maybe_stop(target_tm1, stop_target_gradients) - q_tm1[a_tm1]
 
 
 def double_q_learning(
@@ -261,25 +259,12 @@ def double_q_learning(
     Typically ``q_t_selector`` comes from the online network and
     ``q_t_value`` from the target network.
 
-    Args:
-      q_tm1: Q-values at ``t-1``, shape ``[A]``.
-      a_tm1: action taken at ``t-1``, integer scalar.
-      r_t: reward at ``t``, float scalar.
-      discount_t: discount at ``t`` (0 at episode end), float scalar.
-      q_t_value: Q-values at ``t`` used to evaluate the chosen action, ``[A]``.
-      q_t_selector: Q-values at ``t`` used to choose the action, ``[A]``.
-      action_mask_t: optional boolean ``[A]``; actions valid at ``t``.
-      stop_target_gradients: a Python bool; if True (default) no gradient
-        flows through the target.
-
-    Returns:
-      The TD error, a float scalar.
+    The arguments are :func:`q_learning`'s, with its ``q_t`` split in two:
+    ``q_t_value`` (``[A]``) evaluates the chosen action and ``q_t_selector``
+    (``[A]``) chooses it. Returns the TD error, a float scalar.
     """
-    chex.assert_rank([q_tm1, a_tm1], [1, 0])
-    chex.assert_type([q_tm1, a_tm1], [float, int])
     target_tm1 = double_q_learning_target(r_t, discount_t, q_t_value, q_t_selector, action_mask_t)
-    target_tm1 = _maybe_stop(target_tm1, stop_target_gradients)
-    return target_tm1 - q_tm1[a_tm1]
+    return _td_error(q_tm1, a_tm1, target_tm1, stop_target_gradients)
 
 
 def _mask_axis(action_mask: Optional[Array]) -> Optional[int]:
@@ -305,12 +290,16 @@ def batched_q_learning(
     Returns TD errors of shape ``[B]``.
     """
     chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t], [2, 1, 1, 1, 2])
+    return _over_batch(q_learning, (q_tm1, a_tm1, r_t, discount_t, q_t), action_mask_t, stop_target_gradients)
 
-    def one(q_tm1_, a_tm1_, r_t_, discount_t_, q_t_, mask_):
-        return q_learning(q_tm1_, a_tm1_, r_t_, discount_t_, q_t_, mask_, stop_target_gradients)
 
-    in_axes = (0, 0, 0, 0, 0, _mask_axis(action_mask_t))
-    return jax.vmap(one, in_axes=in_axes)(q_tm1, a_tm1, r_t, discount_t, q_t, action_mask_t)
+def _over_batch(td_error, arrays: tuple, action_mask_t: Optional[Array], stop_target_gradients: bool) -> Array:
+    """``td_error`` vmapped over the leading axis of ``arrays`` (and of a ``[B, A]`` mask)."""
+
+    def one(*args):
+        return td_error(*args, stop_target_gradients)
+
+    return jax.vmap(one, in_axes=(0,) * len(arrays) + (_mask_axis(action_mask_t),))(*arrays, action_mask_t)
 
 
 def batched_double_q_learning(
@@ -330,12 +319,8 @@ def batched_double_q_learning(
     ``[A]``, or ``None``. Returns TD errors of shape ``[B]``.
     """
     chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t_value, q_t_selector], [2, 1, 1, 1, 2, 2])
-
-    def one(q_tm1_, a_tm1_, r_t_, discount_t_, q_v_, q_s_, mask_):
-        return double_q_learning(q_tm1_, a_tm1_, r_t_, discount_t_, q_v_, q_s_, mask_, stop_target_gradients)
-
-    in_axes = (0, 0, 0, 0, 0, 0, _mask_axis(action_mask_t))
-    return jax.vmap(one, in_axes=in_axes)(q_tm1, a_tm1, r_t, discount_t, q_t_value, q_t_selector, action_mask_t)
+    arrays = (q_tm1, a_tm1, r_t, discount_t, q_t_value, q_t_selector)
+    return _over_batch(double_q_learning, arrays, action_mask_t, stop_target_gradients)
 
 
 # --------------------------------------------------------------------------
