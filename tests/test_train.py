@@ -77,26 +77,50 @@ def test_seed_decides_the_run():
     assert any(not np.array_equal(x, y) for x, y in zip(a, b))
 
 
-@pytest.mark.skipif(
-    __import__("os").environ.get("JAXDQN_TEST_WANDB") != "1",
-    reason="set JAXDQN_TEST_WANDB=1: a SIGTERM of unknown origin reached a later test once after this one (under investigation)",
-)
-def test_wandb_offline_logs_the_same_scalars_and_the_config(tmp_path, monkeypatch):
-    from jaxdqn.io import run_outputs as metrics_log
+WANDB_CHILD = """
+import json, sys
+from pathlib import Path
+from jaxdqn import config
+from jaxdqn.io import run_outputs
+from jaxdqn.running.train import train
 
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    logged = []
-    real_start = metrics_log.start_wandb
+logged = []
+real_start = run_outputs.start_wandb
 
-    def recording_start(run_dir, settings):
-        run = real_start(run_dir, settings)
-        real_log = run.log
-        monkeypatch.setattr(run, "log", lambda data, step: (logged.append((step, dict(data))), real_log(data, step=step))[1])
-        return run
 
-    monkeypatch.setattr(metrics_log, "start_wandb", recording_start)
-    cfg = make_cfg(**{"train.wandb.project": "jaxdqn-test", "train.wandb.mode": "offline", "train.wandb.tags": "[ci]"})
-    run_dir = train(cfg, run_dir=tmp_path / "run")
+def recording_start(run_dir, settings):
+    run = real_start(run_dir, settings)
+    real_log = run.log
+    run.log = lambda data, step: (logged.append([step, dict(data)]), real_log(data, step=step))[1]
+    return run
+
+
+run_outputs.start_wandb = recording_start
+run_dir = train(config.load(sys.argv[1]), run_dir=Path(sys.argv[2]))
+Path(sys.argv[3]).write_text(json.dumps(logged))
+"""
+
+
+def test_wandb_offline_logs_the_same_scalars_and_the_config(tmp_path, write_config, subprocess_env):
+    # The run goes in a child of its own session: W&B's service process lives and ends
+    # with it, so that nothing of W&B outlives the test in the test process.
+    import json
+    import subprocess
+    import sys
+
+    overrides = ["train.wandb.project=jaxdqn-test", "train.wandb.mode=offline", "train.wandb.tags=[ci]"]
+    config_path = write_config(config.apply_overrides(BASE, overrides))
+    run_dir, log_path = tmp_path / "run", tmp_path / "logged.json"
+    child = subprocess.run(
+        [sys.executable, "-c", WANDB_CHILD, str(config_path), str(run_dir), str(log_path)],
+        env=dict(subprocess_env, WANDB_SILENT="true"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    logged = json.loads(log_path.read_text())
     rows = [r.split(",") for r in (run_dir / "metrics.csv").read_text().splitlines() if ",CartPole-v1," in r]
     assert [step for step, _ in logged] == [int(r[0]) for r in rows]  # one log per metrics row, at its env step
     for (_, data), row in zip(logged, rows):
