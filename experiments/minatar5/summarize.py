@@ -12,8 +12,6 @@ Usage: python experiments/minatar5/summarize.py
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -23,30 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from jaxdqn.io.run_outputs import read_metrics
+from jaxdqn.reports.report import eval_curve, finished_runs, mean_std
 
 HERE = Path(__file__).parent
 VARIANTS = ("independent", "hard", "hard_popart", "soft", "soft_1.0e-5", "hard_pcgrad", "hard_popart_pcgrad")
-
-
-def finished_runs(root: Path) -> dict[str, dict[int, Path]]:
-    runs = defaultdict(dict)
-    for run_dir in sorted(root.glob("*_s*")):
-        if (run_dir / "wall_time.txt").is_file() and (run_dir / "metrics.csv").is_file():
-            variant, seed = run_dir.name.rsplit("_s", 1)
-            runs[variant][int(seed)] = run_dir
-    return runs
-
-
-def eval_curve(rows: list[dict], task: str) -> tuple[np.ndarray, np.ndarray]:
-    points = [(r["env_steps"], r["eval_return"]) for r in rows if r["task"] == task and not math.isnan(r["eval_return"])]
-    steps, values = zip(*points) if points else ((), ())
-    return np.asarray(steps), np.asarray(values)
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def main() -> None:
