@@ -48,16 +48,17 @@ def latest_train_state(cfg: config.Config, run_dir: str | Path):
         checkpointer.close()
 
 
-def random_batch(seed: int, num_tasks: int, batch: int = 8, obs_size: int = 4, actions: int = 2):
+def random_batch(seed: int, num_tasks: int, batch: int = 8, obs_shape: tuple[int, ...] = (4,), actions: int = 2):
     """A ``[num_tasks, batch]`` batch of random transitions (a fifth of them terminal)."""
     from jaxdqn.replay.uniform import Transition
 
     rng = np.random.default_rng(seed)
+    shape = (num_tasks, batch)
     return Transition(
-        obs=jnp.asarray(rng.normal(size=(num_tasks, batch, obs_size)).astype(np.float32)),
-        action=jnp.asarray(rng.integers(0, actions, size=(num_tasks, batch)).astype(np.int32)),
-        reward=jnp.asarray(rng.normal(size=(num_tasks, batch)).astype(np.float32)),
-        next_obs=jnp.asarray(rng.normal(size=(num_tasks, batch, obs_size)).astype(np.float32)),
+        obs=jnp.asarray(rng.normal(size=shape + tuple(obs_shape)).astype(np.float32)),
+        action=jnp.asarray(rng.integers(0, actions, size=shape).astype(np.int32)),
+        reward=jnp.asarray(rng.normal(size=shape).astype(np.float32)),
+        next_obs=jnp.asarray(rng.normal(size=shape + tuple(obs_shape)).astype(np.float32)),
         terminated=jnp.asarray(rng.random((num_tasks, batch)) < 0.2),
         truncated=jnp.zeros((num_tasks, batch), bool),
     )

@@ -17,7 +17,8 @@ from jaxdqn import losses
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _random_batch(seed, batch=64, num_actions=6):
+def random_td_inputs(seed, batch=64, num_actions=6):
+    """(q_tm1, a_tm1, r_t, discount_t, q_t, q_t_selector) of a random batch, a quarter of it terminal."""
     rng = np.random.default_rng(seed)
     q_tm1 = rng.normal(size=(batch, num_actions)).astype(np.float32)
     q_t = rng.normal(size=(batch, num_actions)).astype(np.float32)
@@ -37,7 +38,7 @@ def _random_batch(seed, batch=64, num_actions=6):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_q_learning_matches_rlax(seed):
-    q_tm1, a_tm1, r_t, d_t, q_t, _ = _random_batch(seed)
+    q_tm1, a_tm1, r_t, d_t, q_t, _ = random_td_inputs(seed)
     ours = losses.batched_q_learning(q_tm1, a_tm1, r_t, d_t, q_t)
     ref = jax.vmap(rlax.q_learning)(q_tm1, a_tm1, r_t, d_t, q_t)
     assert ours.shape == (64,)
@@ -50,14 +51,14 @@ def test_q_learning_matches_rlax(seed):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_double_q_learning_matches_rlax(seed):
-    q_tm1, a_tm1, r_t, d_t, q_t, q_sel = _random_batch(seed)
+    q_tm1, a_tm1, r_t, d_t, q_t, q_sel = random_td_inputs(seed)
     ours = losses.batched_double_q_learning(q_tm1, a_tm1, r_t, d_t, q_t, q_sel)
     ref = jax.vmap(rlax.double_q_learning)(q_tm1, a_tm1, r_t, d_t, q_t, q_sel)
     np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
 
 
 def test_all_true_mask_matches_no_mask():
-    q_tm1, a_tm1, r_t, d_t, q_t, q_sel = _random_batch(7)
+    q_tm1, a_tm1, r_t, d_t, q_t, q_sel = random_td_inputs(7)
     mask = jnp.ones(q_t.shape, bool)
     np.testing.assert_allclose(
         losses.batched_q_learning(q_tm1, a_tm1, r_t, d_t, q_t, mask),
@@ -72,7 +73,7 @@ def test_all_true_mask_matches_no_mask():
 
 
 def test_batched_works_under_jit_and_with_shared_mask():
-    q_tm1, a_tm1, r_t, d_t, q_t, _ = _random_batch(3, batch=8, num_actions=4)
+    q_tm1, a_tm1, r_t, d_t, q_t, _ = random_td_inputs(3, batch=8, num_actions=4)
     shared = jnp.array([True, False, True, True])
     jitted = jax.jit(losses.batched_q_learning)(q_tm1, a_tm1, r_t, d_t, q_t, shared)
     per_row = losses.batched_q_learning(q_tm1, a_tm1, r_t, d_t, q_t, jnp.broadcast_to(shared, q_t.shape))

@@ -28,10 +28,6 @@ def cfg_for(mode="hard", dueling=False, double=False, reward_scale=(1.0, 100.0),
     )
 
 
-def random_batch(seed, batch=8):
-    return helpers.random_batch(seed, NUM_TASKS, batch)
-
-
 def random_stats(seed):
     rng = np.random.default_rng(seed)
     shift = rng.normal(scale=50.0, size=(NUM_TASKS, 1)).astype(np.float32)
@@ -49,7 +45,7 @@ def learner_and_params(cfg):
 def test_rescaling_preserves_unnormalised_outputs(mode, dueling):
     learner, params = learner_and_params(cfg_for(mode, dueling))
     old, new = random_stats(0), random_stats(1)
-    obs = random_batch(0).obs
+    obs = helpers.random_batch(0, NUM_TASKS).obs
     q_values, rescaled = jax.jit(learner.q_values), jax.jit(learner.rescale_heads)(params, old, new)
     before = popart.unnormalize(old, q_values(params, obs))
     after = popart.unnormalize(new, q_values(rescaled, obs))
@@ -61,7 +57,7 @@ def test_target_network_holds_unnormalised_values():
     learner, params = learner_and_params(cfg_for())
     stats = random_stats(2)
     opt_state = learner.init_opt_state(params)._replace(stats=stats)
-    obs = random_batch(1).obs
+    obs = helpers.random_batch(1, NUM_TASKS).obs
     folded = learner.q_values(learner.target_source(params, opt_state), obs)
     expected = popart.unnormalize(stats, learner.q_values(params, obs))
     np.testing.assert_allclose(np.asarray(folded), np.asarray(expected), rtol=1e-5, atol=1e-5)
@@ -78,7 +74,7 @@ def test_targets_statistics_and_loss_in_normalised_space(double, loss):
     old = random_stats(3)
     opt_state = learner.init_opt_state(params)._replace(stats=old)
     target_params = jax.tree_util.tree_map(lambda x: 0.8 * x, learner.target_source(params, opt_state))
-    batch = random_batch(2)
+    batch = helpers.random_batch(2, NUM_TASKS)
     _, new_opt_state, info = jax.jit(learner.update)(params, target_params, opt_state, batch)
 
     # By hand, in float64.
@@ -110,7 +106,7 @@ def test_targets_statistics_and_loss_in_normalised_space(double, loss):
 def test_reward_scale_multiplies_rewards_in_targets():
     scaled, params = learner_and_params(cfg_for(reward_scale=(1.0, 100.0), popart=False))
     plain, _ = learner_and_params(cfg_for(reward_scale=(1.0, 1.0), popart=False))
-    batch = random_batch(3)
+    batch = helpers.random_batch(3, NUM_TASKS)
     by_hand = batch._replace(reward=batch.reward * jnp.asarray([[1.0], [100.0]]))
     np.testing.assert_array_equal(
         np.asarray(scaled.td_targets(params, params, batch)), np.asarray(plain.td_targets(params, params, by_hand))

@@ -16,7 +16,7 @@ from jaxdqn.errors import ConfigError
 from jaxdqn.networks import TASK_INPUT, NetworkSpec, QNetwork, ValueSupport
 from jaxdqn.running.train import train
 
-from helpers import latest_train_state, tiny_cartpole
+from helpers import latest_train_state, random_batch, tiny_cartpole
 
 # -- HL-Gauss ------------------------------------------------------------------------
 
@@ -104,8 +104,7 @@ def test_hl_gauss_learner_lowers_its_loss_on_a_fixed_batch(mode):
     agent = build_agent(cfg)
     learner = agent.learner
     state = agent.init(task_keys(cfg))
-    key = jax.random.PRNGKey(3)
-    batch = _random_batch(key, state.obs.shape[2:], num_tasks=2, batch=32, num_actions=3)
+    batch = random_batch(3, num_tasks=2, batch=32, obs_shape=state.obs.shape[2:], actions=3)
     params, opt_state = state.params, state.opt_state
     update = jax.jit(learner.update)  # one compile instead of 30 op-by-op passes
     first = None
@@ -114,21 +113,6 @@ def test_hl_gauss_learner_lowers_its_loss_on_a_fixed_batch(mode):
         first = info.task_loss if first is None else first
     assert np.isfinite(np.asarray(info.task_loss)).all()
     assert (np.asarray(info.task_loss) < np.asarray(first)).all()
-
-
-def _random_batch(key, obs_shape, num_tasks, batch, num_actions):
-    from jaxdqn.replay.uniform import Transition
-
-    k = jax.random.split(key, 4)
-    shape = (num_tasks, batch)
-    return Transition(
-        obs=jax.random.normal(k[0], shape + tuple(obs_shape)),
-        action=jax.random.randint(k[1], shape, 0, 2),
-        reward=jax.random.uniform(k[2], shape),
-        next_obs=jax.random.normal(k[3], shape + tuple(obs_shape)),
-        terminated=jnp.zeros(shape, bool),
-        truncated=jnp.zeros(shape, bool),
-    )
 
 
 # -- per-task input layers, conditioning, LayerNorm, steps per round -----------------------
@@ -281,7 +265,7 @@ def test_pcgrad_leaves_the_per_task_input_layers_their_own_gradients():
     )
     cfg = mixed_hard("network.task_input_layers=true")
     state = plain.init(task_keys(cfg))
-    batch = _random_batch(jax.random.PRNGKey(5), state.obs.shape[2:], num_tasks=2, batch=32, num_actions=2)
+    batch = random_batch(5, num_tasks=2, batch=32, obs_shape=state.obs.shape[2:])
     keys = jax.random.split(jax.random.PRNGKey(6), 2)
     a = jax.jit(plain.learner.update)(state.params, state.target_params, state.opt_state, batch)[0]
     b = jax.jit(surgery.learner.update)(state.params, state.target_params, state.opt_state, batch, keys=keys)[0]

@@ -20,7 +20,6 @@ import yaml
 from jaxdqn import cli, config
 from jaxdqn.errors import CheckpointError
 from jaxdqn.io.run_outputs import read_metrics
-from jaxdqn.replay.uniform import Transition
 from jaxdqn.running.train import train
 from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.assisted import beta_at
@@ -28,6 +27,8 @@ from jaxdqn.networks.progressive import FrozenColumn, ProgressiveQNetwork, colum
 from jaxdqn.transfer.run import build_transfer_agent, transfer
 from jaxdqn.running.stored import load_source
 from jaxdqn.transfer.teachers import fixed_q
+
+from helpers import random_batch
 
 TRAIN = {
     "total_env_steps": 2000,
@@ -86,20 +87,6 @@ def files_digest(directory: Path) -> str:
     return h.hexdigest()
 
 
-def random_batch(agent, key, size=16) -> Transition:
-    t = agent.num_tasks
-    k1, k2, k3 = jax.random.split(key, 3)
-    obs = jax.random.normal(k1, (t, size) + tuple(agent.tasks.obs_shape))
-    return Transition(
-        obs=obs,
-        action=jax.random.randint(k2, (t, size), 0, 2),
-        reward=jnp.ones((t, size)),
-        next_obs=obs + 0.01 * jax.random.normal(k3, obs.shape),
-        terminated=jnp.zeros((t, size), bool),
-        truncated=jnp.zeros((t, size), bool),
-    )
-
-
 def train_steps(agent, params, n, seed=0):
     """``n`` gradient steps of the agent's learner on random batches (target = start)."""
     learner = agent.learner
@@ -107,7 +94,9 @@ def train_steps(agent, params, n, seed=0):
     target = params
     update = jax.jit(learner.update)
     for i in range(n):
-        params, opt_state, info = update(params, target, opt_state, random_batch(agent, jax.random.PRNGKey(seed + i)))
+        params, opt_state, info = update(
+            params, target, opt_state, random_batch(seed + i, agent.num_tasks, 16, agent.tasks.obs_shape)
+        )
     return params, info
 
 
