@@ -116,12 +116,8 @@ class MinAtarTorso(nn.Module):
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        layers = self.layers or TorsoLayers()
-        x = preprocess(obs)
-        x = conv(self.channels, (3, 3), (1, 1), self.conv_impl, layers.first_name("Conv", 0))(x)
-        x = layers.hidden(x, last=False, index=0)
-        x = x.reshape(x.shape[0], -1)
-        return layers.hidden(nn.Dense(self.hidden, name="Dense_0")(x), last=True, index=1)
+        shapes = ((self.channels, (3, 3), (1, 1)),)
+        return convs_then_dense(preprocess(obs), shapes, self.hidden, self.conv_impl, self.layers or TorsoLayers())
 
 
 class NatureTorso(nn.Module):
@@ -136,14 +132,20 @@ class NatureTorso(nn.Module):
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        layers = self.layers or TorsoLayers()
+        shapes = ((32, (8, 8), (4, 4)), (64, (4, 4), (2, 2)), (64, (3, 3), (1, 1)))
         x = jnp.transpose(preprocess(obs), (0, 2, 3, 1))
-        shapes = (((32, (8, 8), (4, 4))), (64, (4, 4), (2, 2)), (64, (3, 3), (1, 1)))
-        for i, (features, kernel, stride) in enumerate(shapes):
-            x = conv(features, kernel, stride, self.conv_impl, layers.first_name("Conv", i))(x)
-            x = layers.hidden(x, last=False, index=i)
-        x = x.reshape(x.shape[0], -1)
-        return layers.hidden(nn.Dense(self.hidden, name="Dense_0")(x), last=True, index=len(shapes))
+        return convs_then_dense(x, shapes, self.hidden, self.conv_impl, self.layers or TorsoLayers())
+
+
+def convs_then_dense(x: jax.Array, shapes, hidden: int, conv_impl: str, layers: "TorsoLayers") -> jax.Array:
+    """The CNN torsos' body: ``(features, kernel, stride)`` convolutions on channels-last ``x``,
+    then one dense layer. Called inside a torso's ``nn.compact`` method, so its layers are the torso's
+    (named ``Conv_i`` or the per-task input layer, then ``Dense_0``)."""
+    for i, (features, kernel, stride) in enumerate(shapes):
+        x = conv(features, kernel, stride, conv_impl, layers.first_name("Conv", i))(x)
+        x = layers.hidden(x, last=False, index=i)
+    x = x.reshape(x.shape[0], -1)
+    return layers.hidden(nn.Dense(hidden, name="Dense_0")(x), last=True, index=len(shapes))
 
 
 TASK_CONDITIONING = ("none", "embedding", "film")
