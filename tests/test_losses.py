@@ -310,6 +310,16 @@ def test_penalty_gradient_is_analytic():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
+def test_penalty_second_derivative_is_analytic():
+    # Hessian-vector product of lam * sum_{i!=j} ||theta_i - theta_j||^2: 4 lam (T v - sum_i v_i).
+    num_tasks, lam = 4, 0.3
+    theta = jax.random.normal(jax.random.PRNGKey(0), (num_tasks, 3, 2))
+    v = jax.random.normal(jax.random.PRNGKey(1), theta.shape)
+    grad = jax.grad(lambda t: losses.soft_sharing_penalty({"w": t}, lam))
+    _, hvp = jax.jvp(grad, (theta,), (v,))
+    np.testing.assert_allclose(hvp, lam * 4.0 * (num_tasks * v - v.sum(axis=0, keepdims=True)), rtol=1e-5, atol=1e-5)
+
+
 def test_penalty_rejects_mismatched_task_axis():
     with pytest.raises(ValueError, match="tasks"):
         losses.soft_sharing_penalty({"a": jnp.ones((3, 2)), "b": jnp.ones((4, 2))}, 1.0)
