@@ -230,6 +230,15 @@ def _run_command(
     return p
 
 
+def _runs_command(sub, name: str, func, runs_help: str, output_help: str, **parser_text) -> argparse.ArgumentParser:
+    """A command that reads run directories and writes one output: its parser, the runs and ``--output``."""
+    p = sub.add_parser(name, **parser_text)
+    p.add_argument("run_dirs", nargs="+", type=Path, help=runs_help)
+    p.add_argument("--output", "-o", type=Path, default=None, help=output_help)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxdqn",
@@ -290,21 +299,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
+    p = _runs_command(
+        sub,
         "plot",
+        cmd_plot,
+        "run directories",
+        "PNG path (default: FIRST_RUN_DIR/METRIC.png)",
         help="plot learning curves of one or more runs into a PNG",
         description="Plot learning curves of one or more runs (their metrics.csv) on one figure, one panel per task "
         "plus the mean over tasks.",
     )
-    p.add_argument("run_dirs", nargs="+", help="run directories")
-    p.add_argument("--output", "-o", type=Path, default=None, help="PNG path (default: FIRST_RUN_DIR/METRIC.png)")
     p.add_argument(
         "--metric",
         default="episode_return",
         help="column of metrics.csv to plot (default episode_return; e.g. eval_return, loss, q_mean)",
     )
     p.add_argument("--tasks", nargs="*", default=None, help="only these task labels (default: all, plus the mean)")
-    p.set_defaults(func=cmd_plot)
 
     from jaxdqn.transfer.config import describe_distill_keys, describe_transfer_keys
 
@@ -352,15 +362,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="training (or transfer) config to check the checkpoint against")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser(
+    p = _runs_command(
+        sub,
         "compare",
+        cmd_compare,
+        "run directories (transfer runs and from-scratch runs)",
+        "PNG path (default: PARENT_OF_FIRST_RUN/compare.png)",
         help="transfer metrics of runs against a from-scratch baseline, and a PNG",
         description="Compare learning curves. Runs that share a config name are seeds of one method (their mean curve "
         "is used). Against the baseline (the from-scratch runs unless --baseline names another) it prints jumpstart "
         "(first point minus the baseline's), asymptotic performance (mean of the last --last points), transfer ratio "
         "(area under the curve / the baseline's) and env steps to reach --threshold; +- is the std over seeds.",
     )
-    p.add_argument("run_dirs", nargs="+", help="run directories (transfer runs and from-scratch runs)")
     p.add_argument("--baseline", default=None, help="config name of the baseline runs (default: the scratch runs)")
     p.add_argument("--metric", default="eval_return", help="column of metrics.csv (default eval_return)")
     p.add_argument("--task", default="mean", help="task label to compare (default: mean over tasks)")
@@ -368,21 +381,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, default=None, help="return for time-to-threshold (default: 90%% of the baseline's best)"
     )
     p.add_argument("--last", type=int, default=1, help="points averaged for asymptotic performance (default 1)")
-    p.add_argument("--output", "-o", type=Path, default=None, help="PNG path (default: PARENT_OF_FIRST_RUN/compare.png)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown to this file")
-    p.set_defaults(func=cmd_compare)
 
     from jaxdqn.reports.report import NORMALISATIONS
 
-    p = sub.add_parser(
+    p = _runs_command(
+        sub,
         "report",
+        cmd_report,
+        "run directories",
+        "folder for the report (default: PARENT_OF_FIRST_RUN/report)",
         help="aggregate runs over seeds and tasks: intervals, IQM, curves, performance profiles",
         description="Aggregate final greedy returns over seeds and tasks (Agarwal et al. 2021): per task the mean "
         "with a 95%% bootstrap interval; over tasks and runs the IQM, mean, median and optimality gap of normalised "
         "scores with stratified-bootstrap 95%% intervals (rliable, the 'report' extra). Runs named NAME_sSEED (or "
         "sharing a config name) are seeds of one method. Writes report.md, curves.png and profiles.png.",
     )
-    p.add_argument("run_dirs", nargs="+", type=Path, help="run directories")
     p.add_argument("--reference", nargs="*", type=Path, default=None, help="runs to normalise by (e.g. independent training)")
     p.add_argument(
         "--normalise",
@@ -391,8 +405,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: by --reference if given, human-normalised for Atari, else min-max over the runs given",
     )
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--output", "-o", type=Path, default=None, help="folder for the report (default: PARENT_OF_FIRST_RUN/report)")
-    p.set_defaults(func=cmd_report)
     return parser
 
 
