@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-# No persistent compilation cache, whatever the machine sets, here or in the children
-# (inherited): processes of one test write and read the same entries at once, and jax
-# writes them without a lock.
-os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+# One persistent compilation cache for the whole session: the controller makes it, and its
+# workers and every child process inherit the variables, so a program compiled once (a resumed
+# run's, a child's, another test's with the same config) is read back rather than compiled
+# again. A size limit turns on jax's file lock around each read and write, which processes
+# sharing the cache need; programs that compile in under a second are not worth the disk.
+_OWN_CACHE = "JAXDQN_TESTS_XLA_CACHE" not in os.environ  # this process is the controller, or alone
+if _OWN_CACHE:
+    os.environ["JAXDQN_TESTS_XLA_CACHE"] = tempfile.mkdtemp(prefix="jaxdqn-tests-xla-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["JAXDQN_TESTS_XLA_CACHE"]
+os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "true"
+os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(16 * 2**30)
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1"
 
-import jax  # noqa: E402 (after the variable, which jax reads when it is imported)
+import jax  # noqa: E402 (after the variables, which jax reads when it is imported)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
-
-jax.config.update("jax_enable_compilation_cache", False)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,3 +67,9 @@ def _release_compiled_programs():
     yield
     jax.clear_caches()
     gc.collect()
+
+
+def pytest_unconfigure(config):
+    """The controller removes the session's compilation cache once every worker is done."""
+    if _OWN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ["JAXDQN_TESTS_XLA_CACHE"], ignore_errors=True)

@@ -31,9 +31,15 @@ TINY_CARTPOLE = {
 }
 
 
-def tiny_cartpole(*overrides: str) -> dict:
-    """``TINY_CARTPOLE`` with ``KEY=VALUE`` overrides, as a new mapping."""
-    return config.apply_overrides(TINY_CARTPOLE, list(overrides))
+# Training settings for configs whose agent is built and stepped by hand, never trained by ``train``.
+LEARNER_ONLY = ("train.num_envs=2", "train.total_env_steps=100", "train.log_every=10")
+
+
+def tiny_config(*overrides: str, **sections) -> dict:
+    """``TINY_CARTPOLE`` as a new mapping: each keyword replaces a top-level entry (``tasks=[...]``,
+    ``network={...}``), then each ``KEY=VALUE`` override is applied."""
+    data = config.apply_overrides({**TINY_CARTPOLE, **sections}, [])
+    return config.apply_overrides(data, list(overrides))
 
 
 def latest_train_state(cfg: config.Config, run_dir: str | Path):

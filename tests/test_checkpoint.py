@@ -18,25 +18,16 @@ from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.errors import CheckpointError
 from jaxdqn.io.run_outputs import COLUMNS
 
-from helpers import latest_train_state
+from helpers import latest_train_state, tiny_config
 
-RUN_CONFIG = {
-    "name": "ckpt_test",
-    "seed": 0,
-    "tasks": [{"env_id": "CartPole-v1"}],
-    "network": {"hidden_sizes": [32, 16]},
-    "dqn": {"learning_starts": 500, "batch_size": 32, "update_every": 10, "updates_per_round": 1},
-    "train": {
-        "total_env_steps": 2000,
-        "num_envs": 10,
-        "log_every": 1000,
-        "checkpoint_every": 1000,
-        "keep_checkpoints": 1,
-        "eval_episodes": 2,
-        "tensorboard": False,
-        "progress": False,
-    },
-}
+RUN_CONFIG = tiny_config(
+    "train.total_env_steps=2000",
+    "train.keep_checkpoints=1",
+    name="ckpt_test",
+    seed=0,
+    network={"hidden_sizes": [32, 16]},
+    dqn={"learning_starts": 500, "batch_size": 32, "update_every": 10, "updates_per_round": 1},
+)
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,17 @@ from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.distill import greedy_agreement, task_distill_losses
 from jaxdqn.transfer.run import build_distiller, distill
 
-TEACHER = {
-    "name": "teacher",
-    "seed": 0,
-    "tasks": [{"env_id": "CartPole-v1"}],
-    "network": {"hidden_sizes": [120, 84]},
-    "dqn": {
+from helpers import tiny_config
+
+TEACHER = tiny_config(  # the CartPole recipe at 500,000 env steps: a teacher that solves the task
+    "train.total_env_steps=500000",
+    "train.log_every=50000",
+    "train.eval_episodes=10",
+    "train.checkpoint_every=0",
+    name="teacher",
+    seed=0,
+    network={"hidden_sizes": [120, 84]},
+    dqn={
         "loss": "squared",
         "learning_rate": 1e-3,
         "lr_decay": True,
@@ -40,17 +45,7 @@ TEACHER = {
         "target_update_period": 500,
         "epsilon_decay_steps": 250000,
     },
-    "train": {
-        "total_env_steps": 500000,
-        "num_envs": 10,
-        "log_every": 50000,
-        "eval_every": 0,
-        "eval_episodes": 10,
-        "checkpoint_every": 0,
-        "tensorboard": False,
-        "progress": False,
-    },
-}
+)
 
 
 def student_config(teacher_dirs, **distill_settings) -> dict:
@@ -219,24 +214,18 @@ def test_distill_interrupted_saves_and_resume_continues_the_same_trajectory(teac
 
 # -- a multi-task independent checkpoint as one teacher per task -------------
 
-INDEPENDENT = {
-    "name": "independent",
-    "seed": 0,
-    "tasks": [{"env_id": "CartPole-v1"}, {"env_id": "Acrobot-v1"}],  # obs 4 and 6, actions 2 and 3
-    "multitask": {"mode": "independent"},
-    "network": {"hidden_sizes": [8]},
-    "dqn": {"batch_size": 8, "replay_capacity": 200, "learning_starts": 40, "update_every": 10},
-    "train": {
-        "total_env_steps": 100,
-        "num_envs": 10,
-        "log_every": 100,
-        "eval_every": 0,
-        "eval_episodes": 1,
-        "checkpoint_every": 0,
-        "tensorboard": False,
-        "progress": False,
-    },
-}
+INDEPENDENT = tiny_config(
+    "train.total_env_steps=100",
+    "train.log_every=100",
+    "train.eval_episodes=1",
+    "train.checkpoint_every=0",
+    name="independent",
+    seed=0,
+    tasks=[{"env_id": "CartPole-v1"}, {"env_id": "Acrobot-v1"}],  # obs 4 and 6, actions 2 and 3
+    multitask={"mode": "independent"},
+    network={"hidden_sizes": [8]},
+    dqn={"batch_size": 8, "replay_capacity": 200, "learning_starts": 40, "update_every": 10},
+)
 
 
 @pytest.fixture(scope="module")

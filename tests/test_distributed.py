@@ -39,30 +39,26 @@ from jaxdqn.parallel import distributed, sharding
 from jaxdqn.errors import ConfigError, JaxdqnError
 from jaxdqn.io.run_outputs import read_metrics
 
-from helpers import latest_train_state, max_abs_diff
+from helpers import latest_train_state, max_abs_diff, tiny_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 240  # a hung process fails the test instead of hanging CI
 
-TINY = {
-    "name": "two_hosts",
-    "seed": 1,
-    "tasks": [
+TINY = tiny_config(
+    "dqn.learning_starts=100",
+    "dqn.batch_size=16",
+    "dqn.replay_capacity=500",
+    "train.num_envs=5",
+    "train.total_env_steps=400",
+    "train.log_every=200",
+    "train.checkpoint_every=200",
+    name="two_hosts",
+    seed=1,
+    tasks=[
         {"env_id": "CartPole-v1", "name": f"pole-{length}", "env_params": {"length": length}} for length in (0.5, 0.6, 0.8, 1.0)
     ],
-    "network": {"hidden_sizes": [16, 16]},
-    "dqn": {"learning_starts": 100, "batch_size": 16, "replay_capacity": 500, "target_update_period": 50},
-    "train": {
-        "num_envs": 5,
-        "total_env_steps": 400,
-        "log_every": 200,
-        "eval_every": 0,
-        "eval_episodes": 2,
-        "checkpoint_every": 200,
-        "tensorboard": False,
-        "progress": False,
-    },
-}
+    network={"hidden_sizes": [16, 16]},
+)
 LABELS = [t["name"] for t in TINY["tasks"]]
 # Overrides per mode; soft with a lambda large enough to move the parameters within 400 env steps.
 MODES = {

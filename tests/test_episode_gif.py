@@ -13,7 +13,7 @@ from jaxdqn.reports.episode_gif import draw_minatar, greedy_episodes, write_epis
 from jaxdqn.envs import TaskSet
 from jaxdqn.agents.build import task_specs
 
-from helpers import tiny_cartpole
+from helpers import tiny_config
 
 CLASSIC = "tasks=[{env_id: CartPole-v1}, {env_id: Acrobot-v1}, {env_id: MountainCar-v0}]"
 
@@ -28,7 +28,7 @@ def gif_frames(path) -> list[np.ndarray]:
 
 
 def test_gifs_hold_every_observation_of_the_episode(tmp_path):
-    cfg = config.from_dict(tiny_cartpole(CLASSIC))
+    cfg = config.from_dict(tiny_config(CLASSIC))
     agent = build_agent(cfg)
     params = agent.init(task_keys(cfg)).params
     written = write_episode_gifs(cfg, agent, params, tmp_path, seed=3)
@@ -61,7 +61,7 @@ def test_evaluate_gif_flag_writes_one_gif_per_task(tmp_path, capsys):
     from jaxdqn.running.train import train
 
     cfg = config.from_dict(
-        tiny_cartpole(
+        tiny_config(
             "tasks=[{env_id: CartPole-v1}, {env_id: CartPole-v1, name: long-pole, env_params: {length: 1.0}}]",
             "train.total_env_steps=1000",
         )

@@ -25,15 +25,18 @@ import pytest
 from jaxdqn import config, losses
 from jaxdqn.agents.build import build_agent, task_keys
 
-from helpers import max_abs_diff
+from helpers import max_abs_diff, tiny_config
 
 POLE_LENGTHS = [0.5, 0.8, 1.2]
 
-BASE = {
-    "network": {"hidden_sizes": [32, 32]},
-    "dqn": {"learning_starts": 200, "batch_size": 32, "replay_capacity": 1000, "target_update_period": 50},
-    "train": {"num_envs": 5, "total_env_steps": 5000, "log_every": 500, "eval_every": 0, "checkpoint_every": 0},
-}
+BASE = tiny_config(
+    "dqn.learning_starts=200",
+    "dqn.replay_capacity=1000",
+    "train.num_envs=5",
+    "train.total_env_steps=5000",
+    "train.log_every=500",
+    "train.checkpoint_every=0",
+)
 
 
 def cfg_for(tasks, seed=0, **sections) -> config.Config:

@@ -16,7 +16,7 @@ import pytest
 from jaxdqn import config, losses
 from jaxdqn.agents.build import build_agent
 
-from helpers import random_batch
+from helpers import LEARNER_ONLY, random_batch, tiny_config
 
 
 def reference_pcgrad(grads: np.ndarray, orders: np.ndarray) -> np.ndarray:
@@ -112,13 +112,13 @@ def test_order_comes_from_the_keys():
 
 def hard_cfg(num_tasks, surgery="none", **dqn):
     return config.from_dict(
-        {
-            "tasks": [{"env_id": "CartPole-v1"}] * num_tasks,
-            "network": {"hidden_sizes": [16]},
-            "dqn": {"batch_size": 8, "learning_starts": 0, **dqn},
-            "multitask": {"mode": "hard", "gradient_surgery": surgery},
-            "train": {"num_envs": 2, "total_env_steps": 100, "log_every": 10},
-        }
+        tiny_config(
+            *LEARNER_ONLY,
+            tasks=[{"env_id": "CartPole-v1"}] * num_tasks,
+            network={"hidden_sizes": [16]},
+            dqn={"batch_size": 8, "learning_starts": 0, **dqn},
+            multitask={"mode": "hard", "gradient_surgery": surgery},
+        )
     )
 
 

@@ -18,13 +18,13 @@ NUM_TASKS = 2
 
 def cfg_for(mode="hard", dueling=False, double=False, reward_scale=(1.0, 100.0), **dqn):
     return config.from_dict(
-        {
-            "tasks": [{"env_id": "CartPole-v1", "reward_scale": s} for s in reward_scale],
-            "network": {"hidden_sizes": [16], "dueling": dueling},
-            "dqn": {"batch_size": 8, "learning_starts": 0, "popart": True, "double": double, "loss": "squared", **dqn},
-            "multitask": {"mode": mode},
-            "train": {"num_envs": 2, "total_env_steps": 100, "log_every": 10},
-        }
+        helpers.tiny_config(
+            *helpers.LEARNER_ONLY,
+            tasks=[{"env_id": "CartPole-v1", "reward_scale": s} for s in reward_scale],
+            network={"hidden_sizes": [16], "dueling": dueling},
+            dqn={"batch_size": 8, "learning_starts": 0, "popart": True, "double": double, "loss": "squared", **dqn},
+            multitask={"mode": mode},
+        )
     )
 
 

@@ -16,27 +16,19 @@ from jaxdqn.io.run_outputs import read_metrics
 from jaxdqn.running.train import train
 from jaxdqn.running.stored import load_source
 from jaxdqn.transfer.teachers import fixed_q
-from helpers import latest_train_state
+from helpers import latest_train_state, tiny_config
 
-TINY_PQN = {
-    "name": "tiny_pqn",
-    "system": "pqn",
-    "tasks": [{"env_id": "CartPole-v1"}],
-    "network": {"hidden_sizes": [32, 32], "layer_norm": True},
-    "dqn": {"loss": "squared", "learning_rate": 3e-4, "epsilon_decay_steps": 2000},
-    "pqn": {"rollout_length": 8, "epochs": 2, "minibatches": 4, "q_lambda": 0.8},
-    "train": {
-        "total_env_steps": 2560,
-        "num_envs": 16,
-        "log_every": 640,
-        "eval_every": 0,
-        "eval_episodes": 2,
-        "checkpoint_every": 1280,
-        "keep_checkpoints": 2,
-        "tensorboard": False,
-        "progress": False,
-    },
-}
+TINY_PQN = tiny_config(
+    "train.total_env_steps=2560",
+    "train.num_envs=16",
+    "train.log_every=640",
+    "train.checkpoint_every=1280",
+    name="tiny_pqn",
+    system="pqn",
+    network={"hidden_sizes": [32, 32], "layer_norm": True},
+    dqn={"loss": "squared", "learning_rate": 3e-4, "epsilon_decay_steps": 2000},
+    pqn={"rollout_length": 8, "epochs": 2, "minibatches": 4, "q_lambda": 0.8},
+)
 
 
 def tiny_pqn(*overrides: str) -> config.Config:

@@ -23,7 +23,7 @@ from jaxdqn.io.checkpoint import Checkpointer, complete_steps
 from jaxdqn.cli import main
 from jaxdqn.running.train import train
 
-from helpers import TINY_CARTPOLE, assert_trees_identical, latest_train_state, tiny_cartpole
+from helpers import TINY_CARTPOLE, assert_trees_identical, latest_train_state, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_sigterm_mid_run_saves_the_chunk_and_resume_auto_ends_bit_equal(tmp_path
         return out
 
     monkeypatch.setattr(DQNAgent, "run", run_then_signal)
-    cfg_path = write_config(tmp_path / "tiny.yaml", tiny_cartpole("train.checkpoint_every=0"))  # only the signal saves mid-run
+    cfg_path = write_config(tmp_path / "tiny.yaml", tiny_config("train.checkpoint_every=0"))  # only the signal saves mid-run
     run_dir = tmp_path / "run"
     args = ["train", str(cfg_path), "--run-dir", str(run_dir), "--resume", "auto"]
     assert main(args) == preemption.EXIT_STATUS
@@ -65,7 +65,7 @@ def test_sigterm_mid_run_saves_the_chunk_and_resume_auto_ends_bit_equal(tmp_path
 
 
 def test_sigusr1_stops_a_real_process_with_the_documented_status(tmp_path):
-    data = tiny_cartpole("train.total_env_steps=10000000", "train.checkpoint_every=0", "train.log_every=500")
+    data = tiny_config("train.total_env_steps=10000000", "train.checkpoint_every=0", "train.log_every=500")
     cfg_path = write_config(tmp_path / "long.yaml", data)
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(

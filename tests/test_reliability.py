@@ -9,7 +9,7 @@ import pytest
 from jaxdqn import cli, config
 from jaxdqn.errors import ConfigError
 
-from helpers import error_line, latest_train_state, tiny_cartpole
+from helpers import error_line, latest_train_state, tiny_config
 
 BASE = {"tasks": [{"env_id": "CartPole-v1"}]}
 
@@ -161,7 +161,7 @@ def test_metrics_writer_keeps_rows_through_the_resume_step_and_a_cut_last_line(t
 # checkpoints: a failed write, and the training runs around it
 # --------------------------------------------------------------------------
 
-TINY = tiny_cartpole("train.total_env_steps=3000")
+TINY = tiny_config("train.total_env_steps=3000")
 
 
 def test_write_failures_are_recognised_from_python_and_from_tensorstore():

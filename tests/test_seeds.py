@@ -16,7 +16,7 @@ from jaxdqn.agents import seeds as seeds_lib
 from jaxdqn.errors import ConfigError, JaxdqnError
 from jaxdqn.running.train import seed_configs, train
 
-from helpers import assert_trees_identical, latest_train_state, max_abs_diff, tiny_cartpole
+from helpers import assert_trees_identical, latest_train_state, max_abs_diff, tiny_config
 
 SEEDS = (3, 8)
 
@@ -39,7 +39,7 @@ def _assert_same_rows(seeded, separate, columns=("episode_return", "loss", "q_me
 def runs(tmp_path_factory):
     """One 2-seed run and the two separate runs it stands for, hard sharing over two CartPoles."""
     root = tmp_path_factory.mktemp("seeds")
-    data = tiny_cartpole(
+    data = tiny_config(
         "train.eval_every=2000",
         "multitask.mode=hard",
         "tasks=[{env_id: CartPole-v1}, {env_id: CartPole-v1, env_params: {max_steps_in_episode: 200}}]",
@@ -83,7 +83,7 @@ def test_the_schedule_counters_stay_shared():
     would become a select that computes every gradient step at every env step)."""
     from jaxdqn.agents.build import build_agent, task_keys
 
-    cfg = config.from_dict(tiny_cartpole("train.seeds=[0, 1]"))
+    cfg = config.from_dict(tiny_config("train.seeds=[0, 1]"))
     agent = build_agent(cfg)
     system = seeds_lib.Seeded(agent, 2)
     state = system.init(jax.numpy.stack([task_keys(c) for c in seed_configs(cfg)]))
@@ -97,9 +97,9 @@ def test_the_schedule_counters_stay_shared():
 
 def test_bad_seed_lists_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="train.seeds.*distinct"):
-        config.from_dict(tiny_cartpole("train.seeds=[1, 1]"))
+        config.from_dict(tiny_config("train.seeds=[1, 1]"))
     with pytest.raises(ConfigError, match="train.seeds.*Atari"):
-        config.from_dict({**tiny_cartpole("train.seeds=[1, 2]"), "tasks": [{"env_id": "Pong-v5"}]})
+        config.from_dict({**tiny_config("train.seeds=[1, 2]"), "tasks": [{"env_id": "Pong-v5"}]})
 
 
 def test_a_new_run_refuses_a_directory_whose_seeds_hold_checkpoints(runs):
@@ -113,12 +113,12 @@ def test_seeds_split_over_devices(tmp_path):
     code = f"""
 import jax, numpy as np, sys
 sys.path.insert(0, {os.path.dirname(__file__)!r})
-from helpers import tiny_cartpole, latest_train_state, max_abs_diff
+from helpers import tiny_config, latest_train_state, max_abs_diff
 from jaxdqn import config
 from jaxdqn.running.train import train, seed_configs
 from jaxdqn.agents.seeds import seed_mesh
 assert len(jax.devices()) == 2 and seed_mesh(2) is not None and seed_mesh(3) is None
-data = tiny_cartpole("train.total_env_steps=1000", "train.seeds=[3, 8]")
+data = tiny_config("train.total_env_steps=1000", "train.seeds=[3, 8]")
 cfg = config.from_dict(data)
 run = train(cfg, run_dir={str(tmp_path / "run")!r})
 for one in seed_configs(cfg):

@@ -16,7 +16,7 @@ from jaxdqn.errors import ConfigError
 from jaxdqn.networks import TASK_INPUT, NetworkSpec, QNetwork, ValueSupport
 from jaxdqn.running.train import train
 
-from helpers import latest_train_state, random_batch, tiny_cartpole
+from helpers import latest_train_state, random_batch, tiny_config
 
 # -- HL-Gauss ------------------------------------------------------------------------
 
@@ -91,7 +91,7 @@ def test_classification_head_gives_q_as_the_expectation_of_its_logits():
 def test_hl_gauss_learner_lowers_its_loss_on_a_fixed_batch(mode):
     extra = ["multitask.soft_lambda=0.001"] if mode == "soft" else []
     cfg = config.from_dict(
-        tiny_cartpole(
+        tiny_config(
             "tasks=[{env_id: CartPole-v1}, {env_id: Acrobot-v1}]",
             f"multitask.mode={mode}",
             "dqn.loss=hl_gauss",
@@ -121,7 +121,7 @@ MIXED = "tasks=[{env_id: CartPole-v1}, {env_id: Acrobot-v1}]"  # 4 and 6 feature
 
 
 def mixed_hard(*overrides: str) -> config.Config:
-    return config.from_dict(tiny_cartpole(MIXED, "multitask.mode=hard", *overrides))
+    return config.from_dict(tiny_config(MIXED, "multitask.mode=hard", *overrides))
 
 
 def test_task_input_layer_is_per_task_and_reads_only_the_tasks_own_features():
@@ -176,13 +176,13 @@ def test_hard_steps_per_round_tasks_takes_t_steps_and_keeps_the_target_period_in
 
 def test_switches_outside_their_mode_are_errors():
     with pytest.raises(ConfigError, match="network.task_input_layers"):
-        config.from_dict(tiny_cartpole("network.task_input_layers=true"))
+        config.from_dict(tiny_config("network.task_input_layers=true"))
     with pytest.raises(ConfigError, match="hard_steps_per_round"):
-        config.from_dict(tiny_cartpole("multitask.hard_steps_per_round=tasks"))
+        config.from_dict(tiny_config("multitask.hard_steps_per_round=tasks"))
     with pytest.raises(ConfigError, match="dqn.hl_gauss_bins"):
-        config.from_dict(tiny_cartpole("dqn.hl_gauss_bins=11"))
+        config.from_dict(tiny_config("dqn.hl_gauss_bins=11"))
     with pytest.raises(ConfigError, match="dqn.popart"):
-        config.from_dict(tiny_cartpole("dqn.loss=hl_gauss", "dqn.popart=true"))
+        config.from_dict(tiny_config("dqn.loss=hl_gauss", "dqn.popart=true"))
 
 
 def test_network_records_stay_as_they_were_and_round_trip():

@@ -28,32 +28,23 @@ from jaxdqn.transfer.run import build_transfer_agent, transfer
 from jaxdqn.running.stored import load_source
 from jaxdqn.transfer.teachers import fixed_q
 
-from helpers import random_batch
-
-TRAIN = {
-    "total_env_steps": 2000,
-    "num_envs": 10,
-    "log_every": 1000,
-    "eval_every": 0,
-    "eval_episodes": 1,
-    "checkpoint_every": 0,
-    "tensorboard": False,
-    "progress": False,
-}
-DQN = {"learning_starts": 500, "batch_size": 32, "replay_capacity": 2000, "target_update_period": 50, "epsilon_decay_steps": 2000}
+from helpers import random_batch, tiny_config
 
 
 def run_config(**extra) -> dict:
-    data = {
-        "name": "target",
-        "seed": 0,
-        "tasks": [{"env_id": "CartPole-v1", "env_params": {"length": 1.0, "polemass_length": 0.1}}],
-        "network": {"hidden_sizes": [32, 32]},
-        "dqn": dict(DQN),
-        "train": dict(TRAIN),
-    }
-    data.update(extra)
-    return data
+    """A CartPole target run of 2,000 env steps (longer poles than the source's); keywords replace its entries."""
+    return tiny_config(
+        "train.total_env_steps=2000",
+        "train.eval_episodes=1",
+        "train.checkpoint_every=0",
+        "dqn.epsilon_decay_steps=2000",
+        **{
+            "name": "target",
+            "seed": 0,
+            "tasks": [{"env_id": "CartPole-v1", "env_params": {"length": 1.0, "polemass_length": 0.1}}],
+            **extra,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +251,7 @@ def test_a_progressive_checkpoint_is_evaluated_inspected_and_teaches(progressive
         "name": "from_progressive",
         "teachers": [{"checkpoint": str(run_dir)}],
         "network": {"hidden_sizes": [16]},
-        "train": {**TRAIN, "total_env_steps": 1000, "log_every": 500},
+        "train": {**run_config()["train"], "total_env_steps": 1000, "log_every": 500},
     }
     assert build_distiller(tconfig.distill_from_dict(data)).distiller.teachers.num_tasks == 1
     assert cli.main(["inspect", str(run_dir)]) == 0
