@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -222,8 +223,7 @@ class Checkpointer:
             if reason is None:
                 raise
             self._finish_background_writes()
-            for partial in self.directory.glob(f"{step}.*tmp*"):
-                shutil.rmtree(partial, ignore_errors=True)
+            self._remove_partial(step)
             latest = self.latest_step()
             kept = (
                 f"the checkpoint at env step {latest} is intact and still the latest"
@@ -242,6 +242,18 @@ class Checkpointer:
         except Exception:  # the same failure again, already being reported
             pass
         self.manager = _manager(self.directory, self.keep)
+
+    def _remove_partial(self, step: int, settle_s: float = 2.0) -> None:
+        """Removes the half-written folder of ``step``. A writer thread of the failed save
+        that the closed manager did not join may still add files as the folder goes, so
+        removal repeats until the folder stays gone for a moment (or ``settle_s`` passes)."""
+        deadline, quiet = time.monotonic() + settle_s, 0
+        while quiet < 3 and time.monotonic() < deadline:
+            partials = list(self.directory.glob(f"{step}.*tmp*"))
+            for partial in partials:
+                shutil.rmtree(partial, ignore_errors=True)
+            quiet = 0 if partials else quiet + 1
+            time.sleep(0.02)
 
     def latest_step(self) -> int | None:
         """The newest step whose items were all written (half-written folders are skipped)."""
