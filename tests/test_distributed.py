@@ -76,7 +76,9 @@ def free_port() -> int:
 
 def child_env(devices: int) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices))
-    env.pop("XLA_FLAGS", None)  # the device count comes from JAX_NUM_CPU_DEVICES alone
+    # the device count comes from JAX_NUM_CPU_DEVICES alone; the other flags (the tests') stay
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(flags)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     return env
 

@@ -212,7 +212,11 @@ def test_sharded_run_equals_single_device_run(tmp_path, mode):
     data.update(tasks=tasks, seed=1, multitask={"mode": mode})
     results = {}
     for devices in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+        env = dict(
+            os.environ,
+            XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}",
+            JAX_PLATFORMS="cpu",
+        )
         out = tmp_path / f"{mode}_{devices}.npz"
         proc = subprocess.run(
             [sys.executable, "-c", SHARDED_SCRIPT, json.dumps(data), str(out)],
