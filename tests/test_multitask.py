@@ -194,22 +194,32 @@ SHARDED_SCRIPT = textwrap.dedent(
     import jax, numpy as np
     from jaxdqn import config
     from jaxdqn.agents.build import build_agent, task_keys
-    cfg = config.from_dict(json.loads(sys.argv[1]))
-    agent = build_agent(cfg)
-    state, _ = agent.run(agent.place(agent.init(task_keys(cfg))), 150)
-    mesh = None if agent.mesh is None else dict(agent.mesh.shape)
-    leaf = jax.tree_util.tree_leaves(state.params)[0]
-    np.savez(sys.argv[2], *[np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)])
-    print(json.dumps({"devices": len(jax.devices()), "mesh": mesh, "leaf_devices": len(leaf.sharding.device_set)}))
+    infos = {}
+    for mode, data in json.loads(sys.argv[1]).items():
+        cfg = config.from_dict(data)
+        agent = build_agent(cfg)
+        state, _ = agent.run(agent.place(agent.init(task_keys(cfg))), 150)
+        mesh = None if agent.mesh is None else dict(agent.mesh.shape)
+        leaf = jax.tree_util.tree_leaves(state.params)[0]
+        np.savez(f"{sys.argv[2]}_{mode}.npz", *[np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)])
+        infos[mode] = {"devices": len(jax.devices()), "mesh": mesh, "leaf_devices": len(leaf.sharding.device_set)}
+    print(json.dumps(infos))
     """
 )
+SHARDED_MODES = ("independent", "hard")
 
 
-@pytest.mark.parametrize("mode", ["independent", "hard"])
-def test_sharded_run_equals_single_device_run(tmp_path, mode):
+@pytest.fixture(scope="module")
+def sharded_runs(tmp_path_factory):
+    """Every mode of SHARDED_MODES over 4 CartPoles, run by one process with 1 device and one with 4:
+    ``{devices: ({mode: info}, {mode: final parameters})}``."""
+    root = tmp_path_factory.mktemp("sharded")
     tasks = [cartpole(length) for length in (0.5, 0.6, 0.8, 1.0)]
-    data = json.loads(json.dumps(BASE))
-    data.update(tasks=tasks, seed=1, multitask={"mode": mode})
+    configs = {}
+    for mode in SHARDED_MODES:
+        data = json.loads(json.dumps(BASE))
+        data.update(tasks=tasks, seed=1, multitask={"mode": mode})
+        configs[mode] = data
     results = {}
     for devices in (1, 4):
         env = dict(
@@ -217,18 +227,24 @@ def test_sharded_run_equals_single_device_run(tmp_path, mode):
             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}",
             JAX_PLATFORMS="cpu",
         )
-        out = tmp_path / f"{mode}_{devices}.npz"
+        out = root / f"devices_{devices}"
         proc = subprocess.run(
-            [sys.executable, "-c", SHARDED_SCRIPT, json.dumps(data), str(out)],
+            [sys.executable, "-c", SHARDED_SCRIPT, json.dumps(configs), str(out)],
             env=env,
             capture_output=True,
             text=True,
             timeout=300,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
-        info = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert info["devices"] == devices
-        results[devices] = (info, np.load(out))
+        infos = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[devices] = (infos, {mode: np.load(f"{out}_{mode}.npz") for mode in SHARDED_MODES})
+    return results
+
+
+@pytest.mark.parametrize("mode", SHARDED_MODES)
+def test_sharded_run_equals_single_device_run(sharded_runs, mode):
+    results = {devices: (infos[mode], params[mode]) for devices, (infos, params) in sharded_runs.items()}
+    assert results[1][0]["devices"] == 1 and results[4][0]["devices"] == 4
     info4 = results[4][0]
     if mode == "independent":
         assert info4["mesh"] == {"task": 4, "data": 1} and info4["leaf_devices"] == 4

@@ -108,23 +108,17 @@ def test_a_new_run_refuses_a_directory_whose_seeds_hold_checkpoints(runs):
         train(cfg, run_dir=seeded_dir)
 
 
-def test_seeds_split_over_devices(tmp_path):
-    """Two fake CPU devices: each holds one copy, and the run equals the one-device run."""
+def test_seeds_split_over_devices(runs, tmp_path):
+    """Two fake CPU devices: each holds one copy, and the run equals the separate one-device runs."""
+    cfg, _, separate = runs
+    (tmp_path / "config.yaml").write_text(config.dump(cfg))
     code = f"""
-import jax, numpy as np, sys
-sys.path.insert(0, {os.path.dirname(__file__)!r})
-from helpers import tiny_config, latest_train_state, max_abs_diff
+import jax
 from jaxdqn import config
-from jaxdqn.running.train import train, seed_configs
+from jaxdqn.running.train import train
 from jaxdqn.agents.seeds import seed_mesh
 assert len(jax.devices()) == 2 and seed_mesh(2) is not None and seed_mesh(3) is None
-data = tiny_config("train.total_env_steps=1000", "train.seeds=[3, 8]")
-cfg = config.from_dict(data)
-run = train(cfg, run_dir={str(tmp_path / "run")!r})
-for one in seed_configs(cfg):
-    alone = train(one, run_dir={str(tmp_path)!r} + f"/alone_{{one.seed}}")
-    d = max_abs_diff(latest_train_state(one, run / f"seed_{{one.seed}}").params, latest_train_state(one, alone).params)
-    assert d < 1e-4, d
+train(config.load({str(tmp_path / "config.yaml")!r}), run_dir={str(tmp_path / "run")!r})
 print("ok")
 """
     env = {
@@ -134,6 +128,9 @@ print("ok")
     }
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+    for one in seed_configs(cfg):
+        split = latest_train_state(one, tmp_path / "run" / f"seed_{one.seed}").params
+        assert max_abs_diff(split, latest_train_state(one, separate[one.seed]).params) < 1e-4
 
 
 def test_report_takes_a_seeded_run_as_its_seeds_and_evaluate_names_them(runs):
