@@ -279,29 +279,36 @@ def test_penalty_matches_naive_double_loop(num_tasks):
         assert got == pytest.approx(want, rel=1e-5)
 
 
-def test_penalty_leaf_filter_selects_torso_only():
+TORSO_ONLY = {"torso": True, "head": False, "torso_extra": False}  # a mask over _random_tree's parts
+
+
+def test_penalty_mask_selects_torso_only():
     tree = _random_tree(4, seed=0)
-    filt = losses.path_contains("torso")
-    assert filt("['torso']['Dense_0']['kernel']")
-    assert not filt("['torso_extra']['scale']")
-    assert not filt("['head']['bias']")
-    got = float(losses.soft_sharing_penalty(tree, 0.5, filt))
+    got = float(losses.soft_sharing_penalty(tree, 0.5, TORSO_ONLY))
     want = _naive_penalty(tree, 0.5, keep=lambda p: p.startswith("['torso']"))
     assert got == pytest.approx(want, rel=1e-5)
     # manual restriction to the torso subtree gives the same number
     assert got == pytest.approx(float(losses.soft_sharing_penalty({"torso": tree["torso"]}, 0.5)), rel=1e-6)
+    # a mask as fine as single leaves: the torso's kernels only
+    kernels = {
+        "torso": {"Dense_0": {"kernel": True, "bias": False}, "Dense_1": {"kernel": True}},
+        "head": False,
+        "torso_extra": False,
+    }
+    want = _naive_penalty(tree, 0.5, keep=lambda p: p.startswith("['torso']") and p.endswith("['kernel']"))
+    assert float(losses.soft_sharing_penalty(tree, 0.5, kernels)) == pytest.approx(want, rel=1e-5)
     # nothing selected -> 0
-    assert float(losses.soft_sharing_penalty(tree, 0.5, losses.path_contains("missing"))) == 0.0
+    nothing = {"torso": False, "head": False, "torso_extra": False}
+    assert float(losses.soft_sharing_penalty(tree, 0.5, nothing)) == 0.0
 
 
 def test_penalty_gradient_is_analytic():
     num_tasks, lam = 5, 0.7
     tree = _random_tree(num_tasks, seed=3)
-    filt = losses.path_contains("torso")
-    grads = jax.grad(lambda p: losses.soft_sharing_penalty(p, lam, filt))(tree)
+    grads = jax.grad(lambda p: losses.soft_sharing_penalty(p, lam, TORSO_ONLY))(tree)
 
     def expected(path, leaf):
-        if not filt(jax.tree_util.keystr(path)):
+        if path[0].key != "torso":
             return jnp.zeros_like(leaf)
         return lam * 4.0 * (num_tasks * leaf - jnp.sum(leaf, axis=0, keepdims=True))
 
@@ -327,8 +334,9 @@ def test_penalty_rejects_mismatched_task_axis():
 
 def test_penalty_is_jittable():
     tree = _random_tree(3, seed=1)
-    eager = losses.soft_sharing_penalty(tree, 0.2, losses.path_contains("head"))
-    jitted = jax.jit(lambda t: losses.soft_sharing_penalty(t, 0.2, losses.path_contains("head")))(tree)
+    head_only = {"torso": False, "head": True, "torso_extra": False}
+    eager = losses.soft_sharing_penalty(tree, 0.2, head_only)
+    jitted = jax.jit(lambda t: losses.soft_sharing_penalty(t, 0.2, head_only))(tree)
     np.testing.assert_allclose(eager, jitted, rtol=1e-6)
 
 
