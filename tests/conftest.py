@@ -29,8 +29,8 @@ if FAST_COMPILE_FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
 
 import jax  # noqa: E402 (after the variables, which jax reads when it is imported)
-import pytest  # noqa: E402
-import yaml  # noqa: E402
+import pytest  # noqa: E402 (kept with the jax import, after the variables)
+import yaml  # noqa: E402 (kept with the jax import, after the variables)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
