@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+
 import jax
 import numpy as np
 import optax
@@ -12,8 +15,9 @@ from jaxdqn.agents.dqn import DQNAgent, TargetUpdate
 from jaxdqn.agents.pqn import PQNAgent, pqn_schedule
 from jaxdqn.agents.schedule import Schedule
 from jaxdqn.agents.learner import Learner
+from jaxdqn import config as config_lib
 from jaxdqn.config import Config
-from jaxdqn.envs import TaskSet, TaskSpec
+from jaxdqn.envs import TaskSet, TaskSpec, envpool_env
 from jaxdqn.networks import NetworkSpec, QNetwork
 from jaxdqn.replay.pixels import PixelReplay
 from jaxdqn.parallel.sharding import make_mesh
@@ -126,8 +130,51 @@ def eval_epsilon(cfg: Config, tasks: TaskSet) -> float:
     return cfg.atari.eval_epsilon if tasks.is_atari else cfg.train.eval_epsilon
 
 
+class RecentlyBuilt:
+    """The last ``limit`` things built, by key: ``get(key, build)`` builds only what it lacks."""
+
+    def __init__(self, limit: int = 8):
+        self.limit = limit
+        self._items: collections.OrderedDict = collections.OrderedDict()
+
+    def get(self, key, build):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        item = self._items[key] = build()
+        if len(self._items) > self.limit:
+            self._items.popitem(last=False)
+        return item
+
+
+_agents = RecentlyBuilt()
+
+
+def reuse_key(cfg: Config) -> str | None:
+    """What an agent built from ``cfg`` depends on, as text; ``None`` when it must not be reused.
+
+    An agent over pure-JAX tasks holds no state of its own (frozen settings and stateless
+    envs), and its seed enters only through the task keys, so two configs equal up to
+    ``seed`` and ``name`` give agents that compute the same. Atari pools are envpool
+    processes with a state of their own: each run gets its own.
+    """
+    if any(envpool_env.is_atari_id(t.env_id) for t in cfg.tasks):
+        return None
+    return config_lib.dump(dataclasses.replace(cfg, seed=0, name=""))
+
+
 def build_agent(cfg: Config) -> DQNAgent | PQNAgent:
-    """The system ``cfg.system`` names, over the config's tasks."""
+    """The system ``cfg.system`` names, over the config's tasks.
+
+    Configs equal up to their seed and name (see :func:`reuse_key`) get the same agent
+    back, so that the programs compiled for one run (jit caches are keyed on the agent)
+    serve the next in the same process: a resumed run, another seed, an evaluation.
+    """
+    key = reuse_key(cfg)
+    return _new_agent(cfg) if key is None else _agents.get(key, lambda: _new_agent(cfg))
+
+
+def _new_agent(cfg: Config) -> DQNAgent | PQNAgent:
     d, t = cfg.dqn, cfg.train
     tasks = TaskSet(task_specs(cfg), t.num_envs, atari=cfg.atari, atari_seed=cfg.seed)
     if cfg.system == "pqn":

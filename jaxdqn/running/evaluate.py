@@ -23,7 +23,7 @@ from jaxdqn.io import checkpoint
 from jaxdqn.parallel import distributed
 from jaxdqn.running import stored
 from jaxdqn import config as config_lib
-from jaxdqn.agents.build import build_agent, build_eval_tasks, eval_epsilon
+from jaxdqn.agents.build import RecentlyBuilt, build_agent, build_eval_tasks, eval_epsilon, reuse_key
 from jaxdqn.agents.learner import epsilon_greedy
 from jaxdqn.config import Config
 from jaxdqn.envs import TaskSet
@@ -108,18 +108,42 @@ def make_evaluation(learner, tasks: TaskSet, epsilon: float):
     return jax.jit(lambda params, keys: play_episodes(learner, tasks, params, keys, epsilon))
 
 
+_evaluations = RecentlyBuilt()
+
+
+def _evaluation(cfg: Config, learner):
+    """``(eval tasks, epsilon, compiled evaluation)``, reused for the same learner and an
+    equal config (see :func:`jaxdqn.agents.build.reuse_key`), as agents are."""
+
+    def build():
+        tasks = build_eval_tasks(cfg)
+        epsilon = eval_epsilon(cfg, tasks)
+        return tasks, epsilon, make_evaluation(learner, tasks, epsilon)
+
+    key = reuse_key(cfg)
+    if key is None or not _hashable(learner):
+        return build()
+    return _evaluations.get((learner, key), build)  # the key holds the learner: its id is never reused
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 class Evaluator:
     """Compiled evaluation of every task, ``train.eval_episodes`` episodes each."""
 
     def __init__(self, cfg: Config, policy):
         """``policy``: a system (its learner plays) or anything with ``q_values(params, obs)``
         (a learner, or a teacher set, whose ``params`` argument is ignored)."""
-        self.tasks = build_eval_tasks(cfg)
         self.learner = getattr(policy, "learner", policy)
-        self.epsilon = eval_epsilon(cfg, self.tasks)
         self.seed = cfg.seed
         # compiled, or stepped by the host for Atari pools that step on the host
-        self._run = make_evaluation(self.learner, self.tasks, self.epsilon)
+        self.tasks, self.epsilon, self._run = _evaluation(cfg, self.learner)
 
     def __call__(self, params, env_steps: int) -> np.ndarray:
         """Returns ``[T, episodes]``; the keys depend only on the seed and the step."""
