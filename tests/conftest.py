@@ -49,14 +49,24 @@ def write_config(tmp_path):
     return _write
 
 
-@pytest.fixture
-def subprocess_env():
-    """Environment for ``python -m jaxdqn.cli`` children: CPU only, repo importable."""
+def child_env(optimised: bool = False) -> dict:
+    """Environment for ``python -m jaxdqn.cli`` children: CPU only, repo importable.
+
+    ``optimised``: XLA's default compile settings (FAST_COMPILE_FLAGS removed), for a child that
+    runs a long program, which then runs faster than it compiles slower.
+    """
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     env.pop("PYTHONWARNINGS", None)
+    if optimised:
+        env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f not in FAST_COMPILE_FLAGS)
     return env
+
+
+@pytest.fixture
+def subprocess_env():
+    return child_env()
 
 
 @pytest.fixture

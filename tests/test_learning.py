@@ -44,12 +44,10 @@ def greedy_returns_before_and_after() -> tuple[list[float], list[float]]:
     return before, after
 
 
-def test_dqn_learns_cartpole_over_three_seeds(subprocess_env):
-    from conftest import FAST_COMPILE_FLAGS
+def test_dqn_learns_cartpole_over_three_seeds():
+    from conftest import child_env
 
-    flags = [f for f in subprocess_env.get("XLA_FLAGS", "").split() if f not in FAST_COMPILE_FLAGS]
-    env = dict(subprocess_env, XLA_FLAGS=" ".join(flags))
-    child = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
+    child = subprocess.run([sys.executable, __file__], env=child_env(optimised=True), capture_output=True, text=True, timeout=600)
     assert child.returncode == 0, child.stderr[-3000:]
     before, after = json.loads(child.stdout.strip().splitlines()[-1])
     print(f"greedy return before {before}, after {after}")
