@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +25,7 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1"
 # The tests' programs are small and mostly compiled once: compiling them fast saves more than
 # running them fast. LLVM's optimisation passes off: test_pqn 93 -> 68 s, test_seeds 74 -> 63 s.
 # XLA's older loop emitters for fusions in place of the fusion emitters: the tiny CartPole DQN
-# program compiles in 0.6 s instead of 1.8 s (2026-12-07, this CPU). The learning tests, which run
+# program compiles in 0.5-0.6 s instead of 1.4-1.8 s (2026-12-07, this CPU, a training run beside it). The learning tests, which run
 # long programs, take the default settings back in a child process (FAST_COMPILE_FLAGS are removed).
 FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 _flags = os.environ.get("XLA_FLAGS", "").split()
@@ -62,6 +63,15 @@ def child_env(optimised: bool = False) -> dict:
     if optimised:
         env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f not in FAST_COMPILE_FLAGS)
     return env
+
+
+def train_in_child(config_path: str | Path, run_dir: Path, overrides=(), optimised: bool = True) -> Path:
+    """``jaxdqn train CONFIG OVERRIDES --run-dir RUN_DIR`` in a child process (run from the repo
+    root, at XLA's default compile settings unless ``optimised`` is false); returns ``run_dir``."""
+    command = [sys.executable, "-m", "jaxdqn.cli", "train", str(config_path), *overrides, "--run-dir", str(run_dir)]
+    child = subprocess.run(command, env=child_env(optimised), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-3000:]
+    return run_dir
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ small budget (15k env steps of teacher data) and a smaller network.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +24,7 @@ from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.distill import greedy_agreement, task_distill_losses
 from jaxdqn.transfer.run import build_distiller, distill
 
-from conftest import child_env
+from conftest import train_in_child
 from helpers import tiny_config
 
 TEACHER = tiny_config(  # the CartPole recipe at 500,000 env steps: a teacher that solves the task
@@ -74,13 +72,11 @@ def student_config(teacher_dirs, **distill_settings) -> dict:
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """The teacher's run directory, trained by ``jaxdqn train`` in a child process compiled as a
-    user's run is (500k env steps: 30 s there against 48 s at the tests' fast-compile settings)."""
+    user's run is (500k env steps: 30 s there against 48 s at the tests' fast-compile settings,
+    measured one after the other with a training run beside them)."""
     root = tmp_path_factory.mktemp("teacher")
     (root / "teacher.yaml").write_text(yaml.safe_dump(TEACHER, sort_keys=False))
-    command = [sys.executable, "-m", "jaxdqn.cli", "train", str(root / "teacher.yaml"), "--run-dir", str(root / "run")]
-    child = subprocess.run(command, env=child_env(optimised=True), capture_output=True, text=True, timeout=600)
-    assert child.returncode == 0, child.stderr[-3000:]
-    return root / "run"
+    return train_in_child(root / "teacher.yaml", root / "run")
 
 
 # -- the loss over tasks --------------------------------------------------

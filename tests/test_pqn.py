@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +16,7 @@ from jaxdqn.io.run_outputs import read_metrics
 from jaxdqn.running.train import train
 from jaxdqn.running.stored import load_source
 from jaxdqn.transfer.teachers import fixed_q
-from conftest import REPO_ROOT, child_env
+from conftest import train_in_child
 from helpers import latest_train_state, tiny_config
 
 TINY_PQN = tiny_config(
@@ -195,11 +192,9 @@ def test_pqn_learns_cartpole(tmp_path):
     192, 244, 135, 396, 263, 228 every 20,480 steps), so the test asks for its best evaluation
     and for the exploring policy's return at the end; random play scores about 20 on both."""
     # in a child process compiled as a user's run is: 20 s there against 31 s at the tests' settings
-    run_dir = tmp_path / "run"
+    # (one after the other, a training run beside them)
     overrides = ["train.total_env_steps=122880", "train.progress=false", "train.tensorboard=false", "train.eval_every=20480"]
-    command = [sys.executable, "-m", "jaxdqn.cli", "train", "configs/cartpole_pqn.yaml", *overrides, "--run-dir", str(run_dir)]
-    child = subprocess.run(command, env=child_env(optimised=True), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert child.returncode == 0, child.stderr[-3000:]
+    run_dir = train_in_child("configs/cartpole_pqn.yaml", tmp_path / "run", overrides)
     rows = [r for r in read_metrics(run_dir) if r["task"] == "CartPole-v1"]
     assert max(r["eval_return"] for r in rows if not np.isnan(r["eval_return"])) >= 350
     assert rows[-1]["episode_return"] >= 150
