@@ -115,7 +115,12 @@ class PQNAgent(System):
     def rollout_targets(self, params, opt_state, rollout: replay.Transition) -> jax.Array:
         """Q(lambda) targets ``[T, L * N]`` (unnormalised) of the rollout in the store."""
         num_tasks, n, length = self.num_tasks, self.tasks.num_envs, self.rollout_length
-        q_next = self.learner.q_values(self.learner.target_source(params, opt_state), rollout.next_obs)  # [T, L*N, A]
+        source = self.learner.target_source(params, opt_state)
+        # One rollout step (N envs per task) at a time: a single pass over all L * N next states
+        # builds activations too large for the CPU's caches (2.8x slower on MinAtar-5 at 128 envs x 32 steps).
+        next_obs = jnp.swapaxes(rollout.next_obs.reshape((num_tasks, length, n) + rollout.next_obs.shape[2:]), 0, 1)
+        q_next = jax.lax.map(lambda obs: self.learner.q_values(source, obs), next_obs)  # [L, T, N, A]
+        q_next = jnp.swapaxes(q_next, 0, 1).reshape((num_tasks, length * n) + q_next.shape[3:])  # [T, L*N, A]
         reward = rollout.reward
         if self.learner.reward_scale is not None:
             reward = reward * jnp.asarray(self.learner.reward_scale, jnp.float32)[:, None]
