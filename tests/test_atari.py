@@ -236,3 +236,27 @@ def test_an_atari_run_resumes_in_the_other_stepping_mode(tmp_path):
     assert [int(r["env_steps"]) for r in rows] == [160, 320, 480]
     assert int(rows[-1]["updates"]) == 2 * ((480 - 240) // 8 + 1)
     assert math.isfinite(float(rows[-1]["loss"])) and math.isfinite(float(rows[-1]["eval_return"]))
+
+
+def test_pqn_learns_the_same_rollouts_in_both_stepping_modes():
+    # The host loop learns DQN while the emulators run the step that made learning due; PQN's
+    # targets need that step, so its host loop must record it first. Same pools, same seeds:
+    # both modes see the same frames and must end with the same parameters (to float rounding:
+    # the two modes compile the update into different programs; the wrong order is off by 1e-3).
+    from jaxdqn.agents.build import build_agent, task_keys
+    from jaxdqn.running.runners import HostRunner, Runner, make_runner
+
+    small = ["train.num_envs=2", "pqn.rollout_length=4", "pqn.minibatches=2", "pqn.epochs=1"]
+    small += ["atari.max_episode_steps=30", "atari.num_threads=1", "train.progress=false"]
+    ends = {}
+    for stepping, runner_type in (("xla", Runner), ("host", HostRunner)):
+        cfg = config.load(REPO_ROOT / "configs" / "atari_pong_pqn.yaml", small + [f"atari.stepping={stepping}"])
+        agent = build_agent(cfg)
+        runner = make_runner(agent)
+        assert type(runner) is runner_type
+        state, _ = runner.run(agent.init(task_keys(cfg)), 8)  # two rollouts, two learning rounds
+        assert int(state.updates) == 4
+        ends[stepping] = state
+    np.testing.assert_array_equal(np.asarray(ends["xla"].obs), np.asarray(ends["host"].obs))
+    for xla_leaf, host_leaf in zip(jax.tree_util.tree_leaves(ends["xla"].params), jax.tree_util.tree_leaves(ends["host"].params)):
+        np.testing.assert_allclose(np.asarray(xla_leaf), np.asarray(host_leaf), rtol=1e-4, atol=1e-6)

@@ -97,6 +97,7 @@ class PQNAgent(System):
     buffer: Any = replay
 
     state_type = PQNState
+    learn_overlaps_env_step = False  # the targets need the rollout's last step
     learn_metrics = (("loss", True), ("q_mean", True), ("penalty", False))
 
     def init_learning(self, init_keys: jax.Array, obs: jax.Array) -> dict:

@@ -75,6 +75,10 @@ class System:
 
     state_type: Any = None  # the state's NamedTuple
     learn_metrics: tuple[tuple[str, bool], ...] = ()  # (name, per task?) summed over gradient steps
+    # The host-stepped loop may learn while the emulators run the step that made learning due,
+    # before that step is recorded: replay then samples without it. A system that learns from
+    # exactly the steps of its rollout sets this False, and learns after the step is recorded.
+    learn_overlaps_env_step: bool = True
 
     # -- hooks ------------------------------------------------------------------
 

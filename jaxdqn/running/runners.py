@@ -156,10 +156,13 @@ class HostRunner(Runner):
                 for group, sl in groups:
                     group.host_send(host_actions[sl])
                 env_steps += agent.tasks.num_envs
-                if agent.learn_due(env_steps):  # same rule as the compiled iteration, at the count it ends at
+                due = agent.learn_due(env_steps)  # same rule as the compiled iteration, at the count it ends at
+                if due and agent.learn_overlaps_env_step:
                     state, metrics = self._learn(state, metrics, update_keys)  # runs while the emulators step
                 raws = tuple(group.host_recv() for group, _ in groups)
                 state, metrics = self._record(state, metrics, actions, raws)
+                if due and not agent.learn_overlaps_env_step:
+                    state, metrics = self._learn(state, metrics, update_keys)
                 if ctrl_c.is_set():
                     raise ChunkInterrupted(state)
                 if preemption.requested():  # the loop saves this iteration's state and stops
