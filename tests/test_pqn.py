@@ -144,6 +144,37 @@ def test_seeds_in_one_call_equal_separate_runs():
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
 
 
+def test_rollout_targets_reuse_the_acting_q_values_and_equal_a_pass_over_every_next_state():
+    # Episodes capped at 10 steps in a 24-step rollout: terminations (CartPole falls) and
+    # truncations (the cap) both land inside it, and Acrobot's 3 actions pad CartPole's 2.
+    capped = "env_params: {max_steps_in_episode: 10}"
+    cfg = tiny_pqn(f"tasks=[{{env_id: CartPole-v1, {capped}}}, {{env_id: Acrobot-v1, {capped}}}]", "pqn.rollout_length=24")
+    agent = build_agent(cfg)
+    state, metrics = agent.init(task_keys(cfg)), agent.empty_metrics()
+    collect = jax.jit(agent.collect)
+    for _ in range(24):  # one whole rollout, not learned on yet
+        state, metrics, _ = collect(state, metrics)
+    rollout = state.replay.storage
+    assert bool(rollout.terminated.any()) and bool(rollout.truncated.any())
+    got = agent.rollout_targets(state.params, state.opt_state, rollout)
+
+    num_tasks, n, length = 2, 16, 24
+    q_next = agent.learner.q_values(state.params, rollout.next_obs)  # [T, L*N, A]: every next state
+
+    def by_env(x):
+        return np.swapaxes(np.asarray(x).reshape((num_tasks, length, n) + x.shape[2:]), 1, 2)
+
+    for i in range(num_tasks):
+        for env in range(n):
+            want = q_lambda_targets(
+                *(jnp.asarray(by_env(x)[i, env]) for x in (rollout.reward, rollout.terminated, rollout.truncated, q_next)),
+                jnp.asarray(agent.learner.action_mask[i]),
+                agent.learner.gamma,
+                agent.q_lambda,
+            )
+            np.testing.assert_allclose(by_env(got)[i, env], np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("mode", ["hard", "soft"])
 def test_every_sharing_mode_runs(mode):
     extra = ["multitask.soft_lambda=1.0e-4"] if mode == "soft" else ["network.task_input_layers=true"]

@@ -9,7 +9,10 @@ iterations it holds the rollout in order, slot ``t * num_envs + n`` for env ``n`
 step ``t``. Then the schedule calls for learning (once per rollout) and PQN
 
 1. computes Q(lambda) targets over the rollout with the current network
-   (:func:`q_lambda_targets`), once;
+   (:func:`q_lambda_targets`), once. The parameters do not change during a rollout, so
+   ``max_a Q(s_{t+1}, a)`` is the acting pass of step ``t + 1``, kept in the store with each
+   step; only the rollout's last next states, and the true last states of truncated
+   episodes, take a forward pass of their own (:meth:`PQNAgent.rollout_targets`);
 2. takes ``epochs`` passes over the rollout, each split into ``minibatches`` random
    minibatches per task, and takes a gradient step on each with the learner's
    :meth:`~jaxdqn.agents.Learner.step` (value loss, PopArt, gradient surgery, loss terms
@@ -36,6 +39,19 @@ from jaxdqn.agents.system import Metrics, System
 from jaxdqn.envs import TaskSet
 
 
+class RolloutStep(NamedTuple):
+    """One env's step in the rollout store: the transition's fields, and the Q-values
+    ``[A]`` (unnormalised) that the step acted on."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_obs: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    q: jax.Array
+
+
 class PQNState(NamedTuple):
     params: Any
     opt_state: Any  # with PopArt: agents.parts.PopArtOptState
@@ -47,6 +63,7 @@ class PQNState(NamedTuple):
     updates: jax.Array  # [] gradient steps so far
     episode_return: jax.Array  # [T, num_envs]
     episode_length: jax.Array  # [T, num_envs]
+    acting_q: jax.Array  # [T, num_envs, A] the Q-values (unnormalised) the last act used
 
 
 def q_lambda_targets(
@@ -102,25 +119,58 @@ class PQNAgent(System):
 
     def init_learning(self, init_keys: jax.Array, obs: jax.Array) -> dict:
         params = self.learner.init_params(init_keys, obs[0])
-        return {"params": params, "opt_state": self.learner.init_opt_state(params)}
+        acting_q = jnp.zeros(obs.shape[:2] + (self.num_actions,), jnp.float32)
+        return {"params": params, "opt_state": self.learner.init_opt_state(params), "acting_q": acting_q}
 
-    def replay_example(self, obs: jax.Array) -> replay.Transition:
-        scalar = jnp.zeros((), jnp.float32)
-        return replay.Transition(obs[0, 0], jnp.zeros((), jnp.int32), scalar, obs[0, 0], jnp.zeros((), bool), jnp.zeros((), bool))
+    @property
+    def num_actions(self) -> int:
+        return jnp.shape(self.learner.action_mask)[-1]
 
-    def replay_items(self, state: PQNState, actions: jax.Array, step) -> replay.Transition:
-        return jax.vmap(replay.batch_from_step)(state.obs, actions, step)
+    def replay_example(self, obs: jax.Array) -> RolloutStep:
+        scalar, flag = jnp.zeros((), jnp.float32), jnp.zeros((), bool)
+        return RolloutStep(
+            obs[0, 0], jnp.zeros((), jnp.int32), scalar, obs[0, 0], flag, flag, jnp.zeros((self.num_actions,), jnp.float32)
+        )
+
+    def replay_items(self, state: PQNState, actions: jax.Array, step) -> RolloutStep:
+        return RolloutStep(*jax.vmap(replay.batch_from_step)(state.obs, actions, step), q=state.acting_q)
+
+    def acting_q(self, state: PQNState) -> jax.Array:
+        """Unnormalised Q-values (with PopArt, the same greedy actions as the normalised ones),
+        so that the targets can reuse them."""
+        return self.learner.q_values(self.learner.target_source(state.params, state.opt_state), state.obs)
+
+    def keep_acting_q(self, state: PQNState, q: jax.Array) -> PQNState:
+        return state._replace(acting_q=q)
 
     # -- learning -----------------------------------------------------------
 
-    def rollout_targets(self, params, opt_state, rollout: replay.Transition) -> jax.Array:
-        """Q(lambda) targets ``[T, L * N]`` (unnormalised) of the rollout in the store."""
+    def rollout_targets(self, params, opt_state, rollout: RolloutStep) -> jax.Array:
+        """Q(lambda) targets ``[T, L * N]`` (unnormalised) of the rollout in the store.
+
+        ``Q(s_{t+1})`` is the acting pass of step ``t + 1`` (``rollout.q``), made with these
+        same parameters: they change only here, after the rollout. Where step ``t`` ended an
+        episode, ``s_{t+1}`` is the next episode's first state instead: a termination does not
+        bootstrap, so its value is never used, and a truncation bootstraps from the true last
+        state, which takes a forward pass here, for the rollout steps that have one. So does the
+        rollout's last step, whose next states were not acted on yet.
+        """
         num_tasks, n, length = self.num_tasks, self.tasks.num_envs, self.rollout_length
         source = self.learner.target_source(params, opt_state)
-        # One rollout step (N envs per task) at a time: a single pass over all L * N next states
-        # builds activations too large for the CPU's caches (2.8x slower on MinAtar-5 at 128 envs x 32 steps).
-        next_obs = jnp.swapaxes(rollout.next_obs.reshape((num_tasks, length, n) + rollout.next_obs.shape[2:]), 0, 1)
-        q_next = jax.lax.map(lambda obs: self.learner.q_values(source, obs), next_obs)  # [L, T, N, A]
+
+        def by_step(x):  # [T, L*N, ...] -> [L, T, N, ...]
+            return jnp.swapaxes(x.reshape((num_tasks, length, n) + x.shape[2:]), 0, 1)
+
+        acted_q, next_obs, truncated = by_step(rollout.q), by_step(rollout.next_obs), by_step(rollout.truncated)
+        last_q = self.learner.q_values(source, next_obs[-1])  # [T, N, A]
+        following_q = jnp.concatenate([acted_q[1:], last_q[None]])  # [L, T, N, A]
+
+        def true_next_q(step):
+            q, obs, cut = step
+            # Under a seed axis (vmap) the cond becomes a select and the pass runs for every step.
+            return jax.lax.cond(cut.any(), lambda: jnp.where(cut[..., None], self.learner.q_values(source, obs), q), lambda: q)
+
+        q_next = jax.lax.map(true_next_q, (following_q, next_obs, truncated))  # [L, T, N, A]
         q_next = jnp.swapaxes(q_next, 0, 1).reshape((num_tasks, length * n) + q_next.shape[3:])  # [T, L*N, A]
         reward = rollout.reward
         if self.learner.reward_scale is not None:

@@ -98,6 +98,11 @@ class System:
         """Q-values ``[T, B, A]`` of the acting policy on ``state.obs``."""
         return self.learner.q_values(state.params, state.obs)
 
+    def keep_acting_q(self, state, q: jax.Array):
+        """``state`` holding the Q-values ``q`` the step acts on, for a system that records
+        them (PQN's targets reuse them); by default nothing is kept."""
+        return state
+
     def gradient_step(self, state, batch, keys: jax.Array) -> tuple[Any, dict]:  # pragma: no cover - abstract
         """One gradient step on a sampled ``batch`` (``keys [T, 2]``: the step's sampling keys,
         for a step that needs randomness of its own) -> (state, values of ``learn_metrics``)."""
@@ -168,7 +173,7 @@ class System:
         q = self.acting_q(state)
         epsilon = self.epsilon(state.env_steps)
         actions = jax.vmap(epsilon_greedy, in_axes=(0, 0, None, 0))(act_keys, q, epsilon, mask)
-        return state._replace(keys=keys), actions, env_keys, update_keys
+        return self.keep_acting_q(state._replace(keys=keys), q), actions, env_keys, update_keys
 
     def record(self, state, metrics: Metrics, actions: jax.Array, env_state, step):
         """Stores the step from ``state.obs`` in replay, counts finished episodes, moves on."""
