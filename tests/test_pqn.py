@@ -154,9 +154,10 @@ def test_rollout_targets_reuse_the_acting_q_values_and_equal_a_pass_over_every_n
     collect = jax.jit(agent.collect)
     for _ in range(24):  # one whole rollout, not learned on yet
         state, metrics, _ = collect(state, metrics)
-    rollout = state.replay.storage
+    store = state.replay.storage
+    rollout = store.transition
     assert bool(rollout.terminated.any()) and bool(rollout.truncated.any())
-    got = agent.rollout_targets(state.params, state.opt_state, rollout)
+    got = agent.rollout_targets(state.params, state.opt_state, store)
 
     num_tasks, n, length = 2, 16, 24
     q_next = agent.learner.q_values(state.params, rollout.next_obs)  # [T, L*N, A]: every next state

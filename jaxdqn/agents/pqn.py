@@ -40,16 +40,10 @@ from jaxdqn.envs import TaskSet
 
 
 class RolloutStep(NamedTuple):
-    """One env's step in the rollout store: the transition's fields, and the Q-values
-    ``[A]`` (unnormalised) that the step acted on."""
+    """One env's step in the rollout store."""
 
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    next_obs: jax.Array
-    terminated: jax.Array
-    truncated: jax.Array
-    q: jax.Array
+    transition: replay.Transition
+    q: jax.Array  # [A] the Q-values (unnormalised) the step acted on
 
 
 class PQNState(NamedTuple):
@@ -128,12 +122,11 @@ class PQNAgent(System):
 
     def replay_example(self, obs: jax.Array) -> RolloutStep:
         scalar, flag = jnp.zeros((), jnp.float32), jnp.zeros((), bool)
-        return RolloutStep(
-            obs[0, 0], jnp.zeros((), jnp.int32), scalar, obs[0, 0], flag, flag, jnp.zeros((self.num_actions,), jnp.float32)
-        )
+        transition = replay.Transition(obs[0, 0], jnp.zeros((), jnp.int32), scalar, obs[0, 0], flag, flag)
+        return RolloutStep(transition, jnp.zeros((self.num_actions,), jnp.float32))
 
     def replay_items(self, state: PQNState, actions: jax.Array, step) -> RolloutStep:
-        return RolloutStep(*jax.vmap(replay.batch_from_step)(state.obs, actions, step), q=state.acting_q)
+        return RolloutStep(jax.vmap(replay.batch_from_step)(state.obs, actions, step), state.acting_q)
 
     def acting_q(self, state: PQNState) -> jax.Array:
         """Unnormalised Q-values (with PopArt, the same greedy actions as the normalised ones),
@@ -145,10 +138,10 @@ class PQNAgent(System):
 
     # -- learning -----------------------------------------------------------
 
-    def rollout_targets(self, params, opt_state, rollout: RolloutStep) -> jax.Array:
+    def rollout_targets(self, params, opt_state, store: RolloutStep) -> jax.Array:
         """Q(lambda) targets ``[T, L * N]`` (unnormalised) of the rollout in the store.
 
-        ``Q(s_{t+1})`` is the acting pass of step ``t + 1`` (``rollout.q``), made with these
+        ``Q(s_{t+1})`` is the acting pass of step ``t + 1`` (``store.q``), made with these
         same parameters: they change only here, after the rollout. Where step ``t`` ended an
         episode, ``s_{t+1}`` is the next episode's first state instead: a termination does not
         bootstrap, so its value is never used, and a truncation bootstraps from the true last
@@ -161,7 +154,8 @@ class PQNAgent(System):
         def by_step(x):  # [T, L*N, ...] -> [L, T, N, ...]
             return jnp.swapaxes(x.reshape((num_tasks, length, n) + x.shape[2:]), 0, 1)
 
-        acted_q, next_obs, truncated = by_step(rollout.q), by_step(rollout.next_obs), by_step(rollout.truncated)
+        rollout = store.transition
+        acted_q, next_obs, truncated = by_step(store.q), by_step(rollout.next_obs), by_step(rollout.truncated)
         last_q = self.learner.q_values(source, next_obs[-1])  # [T, N, A]
         following_q = jnp.concatenate([acted_q[1:], last_q[None]])  # [L, T, N, A]
 
@@ -196,8 +190,8 @@ class PQNAgent(System):
 
     def learn(self, state: PQNState, metrics: Metrics, keys: jax.Array):
         """Targets over the rollout, then ``epochs x minibatches`` gradient steps."""
-        rollout = state.replay.storage
-        targets = self.rollout_targets(state.params, state.opt_state, rollout)
+        store = state.replay.storage
+        targets = self.rollout_targets(state.params, state.opt_state, store)
         size, batch = self.tasks.num_envs * self.rollout_length, self.schedule.batch_size
         split = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
         order_keys = jax.vmap(lambda k: jax.random.split(k, self.epochs))(split[:, 0])  # [T, E, 2]
@@ -209,7 +203,7 @@ class PQNAgent(System):
             state, metrics = carry
             take = jax.vmap(lambda x, idx: x[idx])
             index = orders[:, i]
-            minibatch = jax.tree_util.tree_map(lambda x: take(x, index), rollout)
+            minibatch = jax.tree_util.tree_map(lambda x: take(x, index), store.transition)
             params, opt_state, info = self.learner.step(
                 state.params, state.opt_state, take(targets, index), minibatch, keys=step_keys[:, i], count=state.updates
             )
