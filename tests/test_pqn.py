@@ -178,11 +178,17 @@ def test_rollout_targets_reuse_the_acting_q_values_and_equal_a_pass_over_every_n
 
 @pytest.mark.parametrize("mode", ["hard", "soft"])
 def test_every_sharing_mode_runs(mode):
-    extra = ["multitask.soft_lambda=1.0e-4"] if mode == "soft" else ["network.task_input_layers=true"]
+    # hard with the sharing issue's best switches: per-task input layers, LayerNorm and HL-Gauss
+    hard = ["network.task_input_layers=true", "dqn.loss=hl_gauss", "dqn.hl_gauss_bins=51"]
+    hard += ["dqn.hl_gauss_min=-10", "dqn.hl_gauss_max=30"]
+    extra = ["multitask.soft_lambda=1.0e-4"] if mode == "soft" else hard
     cfg = tiny_pqn("tasks=[{env_id: CartPole-v1}, {env_id: Acrobot-v1}]", f"multitask.mode={mode}", *extra)
     _, state, metrics = run_chunks(cfg, 1, 16)
-    assert int(state.updates) == 2 * 2 * 4
+    assert int(state.updates) == 2 * 2 * 4 == int(metrics["updates"])
     assert np.isfinite(np.asarray(metrics["loss"])).all()
+    if mode == "hard":  # Q is the expectation over the support's bins, so it stays inside it
+        q_mean = np.asarray(metrics["q_mean"]) / int(metrics["updates"])
+        assert ((q_mean > -10) & (q_mean < 30)).all()
     if mode == "soft":
         assert float(metrics["penalty"]) > 0
 
