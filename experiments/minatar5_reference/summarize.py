@@ -13,11 +13,17 @@ Reads every finished run (``VARIANT_sSEED`` with ``wall_time.txt``) under ``runs
 
 and ``curves.png`` (the grid's greedy return per game, mean over seeds with a ± std band).
 
-Usage: python experiments/minatar5_reference/summarize.py
+Usage: python experiments/minatar5_reference/summarize.py [EXPERIMENT_DIR]
+
+``EXPERIMENT_DIR`` (default: this folder) is any experiment run by ``run.sh``, e.g.
+``experiments/minatar5_pqn`` (``FAMILY=minatar5_pqn``); its results sit beside its runs, and
+for another experiment than this one the cost table also lists this grid's runs, for the
+wall times side by side.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,18 +107,24 @@ def cost_table(groups: dict[str, dict[str, dict[int, Path]]]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    tuning = report.finished_runs(HERE / "runs" / "tuning")
-    grid = report.finished_runs(HERE / "runs")
-    lines = ["# MinAtar-5 at the references' update rate: results", "", "Written by `summarize.py`.", ""]
-    lines += tuning_table(tuning) + [""] + grid_tables(grid) + [""]
-    lines += cost_table({"tuning": tuning, "grid": grid})
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+def main(experiment: Path = HERE) -> None:
+    tuning = report.finished_runs(experiment / "runs" / "tuning")
+    grid = report.finished_runs(experiment / "runs")
+    title = (experiment / "README.md").read_text().splitlines()[0].lstrip("# ")  # the experiment's own name
+    lines = [f"# {title}: results", "", "Written by `experiments/minatar5_reference/summarize.py`.", ""]
+    if tuning:
+        lines += tuning_table(tuning) + [""]
+    lines += grid_tables(grid) + [""]
+    groups = {"tuning": tuning, "grid": grid}
+    if experiment.resolve() != HERE.resolve():
+        groups["DQN grid (minatar5_reference)"] = report.finished_runs(HERE / "runs")
+    lines += cost_table(groups)
+    (experiment / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if grid:
-        groups = {v: [d for _, d in sorted(seeds.items())] for v, seeds in grid.items()}
-        report.plot_curves(groups, HERE / "curves.png", xlabel="env steps per game")
+        curves = {v: [d for _, d in sorted(seeds.items())] for v, seeds in grid.items()}
+        report.plot_curves(curves, experiment / "curves.png", xlabel="env steps per game")
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)
