@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import jax
 
+import machine_record
 from jaxdqn import config
 from jaxdqn.agents.build import build_agent, task_keys
 from jaxdqn.agents.seeds import Seeded, seed_mesh
@@ -73,20 +72,10 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    backend = jax.default_backend()
-    machine = {
-        "backend": backend,
-        "device_kind": jax.devices()[0].device_kind,
-        "devices": len(jax.devices()),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "jax": jax.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    machine = machine_record.machine()
+    backend = machine["backend"]
     settings = {"config": str(args.config), "overrides": args.overrides, "chunk": args.chunk, "seconds": args.seconds}
     stem = f"seeds_{backend}" + (f"_{args.tag}" if args.tag else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2))
     lines = [
         f"Seed axis, `{args.config}` {' '.join(args.overrides)}; {machine['device_kind']} ({backend}, {machine['devices']} "
         f"device(s), {machine['cpu_count']} CPUs), jax {machine['jax']}, {machine['date']}.",
@@ -99,8 +88,7 @@ def main() -> None:
         lines.append(
             f"| {r['seeds']} | {r['env_steps_per_s']:,.0f} | {r['per_seed_env_steps_per_s']:,.0f} | {r['speedup']:.2f}x | {r['compile_s']} |"
         )
-    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    machine_record.write(args.out, stem, machine, settings, rows, lines)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import jax
 
+import machine_record
 from jaxdqn import config
 from jaxdqn.agents.build import build_agent, task_keys
 
@@ -86,19 +85,10 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    backend = jax.default_backend()
-    machine = {
-        "backend": backend,
-        "device_kind": jax.devices()[0].device_kind,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "jax": jax.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
+    machine = machine_record.machine("%Y-%m-%d %H:%M UTC")
+    backend = machine["backend"]
     settings = {"chunk": args.chunk, "seconds": args.seconds, "warmup": args.warmup}
     stem = f"throughput_{backend}" + (f"_{args.tag}" if args.tag else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2))
     lines = [
         f"Training throughput; {machine['device_kind']} ({backend}, {machine['cpu_count']} CPUs), jax {machine['jax']}, "
         f"{machine['date']}; chunks of {args.chunk} iterations, timed for {args.seconds:g} s after the compiling one.",
@@ -113,8 +103,7 @@ def main() -> None:
             f"| {r['label']} | {r['system']} | {r['tasks']} | {r['env_steps_per_s']:,.0f} ({r['lowest']:,.0f}-{r['highest']:,.0f}) "
             f"| {r['compile_s']} | `{what}` |"
         )
-    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    machine_record.write(args.out, stem, machine, settings, rows, lines)
 
 
 if __name__ == "__main__":
