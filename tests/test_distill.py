@@ -22,6 +22,7 @@ from jaxdqn.io import checkpoint
 from jaxdqn import cli, config, losses
 from jaxdqn.transfer import config as tconfig
 from jaxdqn.transfer.distill import greedy_agreement, task_distill_losses
+from jaxdqn.agents.build import task_keys
 from jaxdqn.transfer.run import build_distiller, distill
 
 from conftest import train_in_child
@@ -132,6 +133,23 @@ def test_distilled_student_reaches_90_percent_of_its_teacher(teacher, tmp_path, 
     assert evaluated >= 0.9 * summary["teacher_return"]
     for name in ("config.yaml", "student.yaml", "metrics.csv", "distill.csv"):
         assert (run_dir / name).is_file()
+
+
+@pytest.mark.parametrize("actor", ["teacher", "student"])
+def test_replay_holds_the_teachers_q_values_of_its_observations(teacher, actor):
+    # A teacher that acts hands its Q-values to replay; a student that acts leaves the teacher's
+    # pass to replay. Either way replay must hold the teacher's Q-values of each stored state.
+    setup = build_distiller(tconfig.distill_from_dict(student_config([teacher], actor=actor)))
+    distiller = setup.distiller
+    state, metrics = distiller.init(task_keys(setup.student_cfg)), distiller.empty_metrics()
+    collect = jax.jit(distiller.collect)
+    for _ in range(3):
+        state, metrics, _ = collect(state, metrics)
+    stored = 3 * distiller.tasks.num_envs
+    assert int(state.replay.size[0]) == stored
+    obs, q_teacher = state.replay.storage.obs[:, :stored], state.replay.storage.q_teacher[:, :stored]
+    assert float(jnp.abs(q_teacher).max()) > 0
+    np.testing.assert_allclose(np.asarray(q_teacher), np.asarray(distiller.teachers.q_values(None, obs)), rtol=1e-5, atol=1e-6)
 
 
 def test_multi_teacher_student_shares_a_torso_with_a_head_per_task(teacher, tmp_path):

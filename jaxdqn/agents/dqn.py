@@ -84,7 +84,7 @@ class DQNAgent(System):
             truncated=jnp.zeros((), bool),
         )
 
-    def replay_items(self, state: TrainState, actions: jax.Array, step) -> Any:
+    def replay_items(self, state: TrainState, actions: jax.Array, q: jax.Array, step) -> Any:
         return jax.vmap(self.buffer.batch_from_step)(state.obs, actions, step)
 
     def gradient_step(self, state: TrainState, batch, keys: jax.Array) -> tuple[TrainState, dict]:

@@ -57,7 +57,6 @@ class PQNState(NamedTuple):
     updates: jax.Array  # [] gradient steps so far
     episode_return: jax.Array  # [T, num_envs]
     episode_length: jax.Array  # [T, num_envs]
-    acting_q: jax.Array  # [T, num_envs, A] the Q-values (unnormalised) the last act used
 
 
 def q_lambda_targets(
@@ -113,8 +112,7 @@ class PQNAgent(System):
 
     def init_learning(self, init_keys: jax.Array, obs: jax.Array) -> dict:
         params = self.learner.init_params(init_keys, obs[0])
-        acting_q = jnp.zeros(obs.shape[:2] + (self.num_actions,), jnp.float32)
-        return {"params": params, "opt_state": self.learner.init_opt_state(params), "acting_q": acting_q}
+        return {"params": params, "opt_state": self.learner.init_opt_state(params)}
 
     @property
     def num_actions(self) -> int:
@@ -125,16 +123,13 @@ class PQNAgent(System):
         transition = replay.Transition(obs[0, 0], jnp.zeros((), jnp.int32), scalar, obs[0, 0], flag, flag)
         return RolloutStep(transition, jnp.zeros((self.num_actions,), jnp.float32))
 
-    def replay_items(self, state: PQNState, actions: jax.Array, step) -> RolloutStep:
-        return RolloutStep(jax.vmap(replay.batch_from_step)(state.obs, actions, step), state.acting_q)
+    def replay_items(self, state: PQNState, actions: jax.Array, q: jax.Array, step) -> RolloutStep:
+        return RolloutStep(jax.vmap(replay.batch_from_step)(state.obs, actions, step), q)
 
     def acting_q(self, state: PQNState) -> jax.Array:
         """Unnormalised Q-values (with PopArt, the same greedy actions as the normalised ones),
         so that the targets can reuse them."""
         return self.learner.q_values(self.learner.target_source(state.params, state.opt_state), state.obs)
-
-    def keep_acting_q(self, state: PQNState, q: jax.Array) -> PQNState:
-        return state._replace(acting_q=q)
 
     # -- learning -----------------------------------------------------------
 

@@ -90,18 +90,14 @@ class System:
         """One replay item (no task or batch axis) for ``obs [T, B, ...]``."""
         raise NotImplementedError
 
-    def replay_items(self, state, actions: jax.Array, step) -> Any:  # pragma: no cover - abstract
-        """What replay stores of the step from ``state.obs`` (leaves ``[T, B, ...]``)."""
+    def replay_items(self, state, actions: jax.Array, q: jax.Array, step) -> Any:  # pragma: no cover - abstract
+        """What replay stores of the step from ``state.obs`` (leaves ``[T, B, ...]``), given the
+        step's ``actions [T, B]`` and the Q-values ``q [T, B, A]`` they were chosen on."""
         raise NotImplementedError
 
     def acting_q(self, state) -> jax.Array:
         """Q-values ``[T, B, A]`` of the acting policy on ``state.obs``."""
         return self.learner.q_values(state.params, state.obs)
-
-    def keep_acting_q(self, state, q: jax.Array):
-        """``state`` holding the Q-values ``q`` the step acts on, for a system that records
-        them (PQN's targets reuse them); by default nothing is kept."""
-        return state
 
     def gradient_step(self, state, batch, keys: jax.Array) -> tuple[Any, dict]:  # pragma: no cover - abstract
         """One gradient step on a sampled ``batch`` (``keys [T, 2]``: the step's sampling keys,
@@ -165,19 +161,20 @@ class System:
     # envs outside compiled code and still act, record and learn exactly the same way.
 
     def act(self, state):
-        """Epsilon-greedy actions on ``state.obs`` -> (state with fresh keys,
-        actions ``[T, B]``, env keys ``[T, 2]``, update keys ``[T, 2]``)."""
+        """Epsilon-greedy actions on ``state.obs`` -> (state with fresh keys, actions ``[T, B]``,
+        the Q-values ``[T, B, A]`` they were chosen on, env keys ``[T, 2]``, update keys ``[T, 2]``)."""
         split = jax.vmap(lambda k: jax.random.split(k, 4))(state.keys)
         keys, act_keys, env_keys, update_keys = split[:, 0], split[:, 1], split[:, 2], split[:, 3]
         mask = jnp.asarray(self.tasks.action_mask)
         q = self.acting_q(state)
         epsilon = self.epsilon(state.env_steps)
         actions = jax.vmap(epsilon_greedy, in_axes=(0, 0, None, 0))(act_keys, q, epsilon, mask)
-        return self.keep_acting_q(state._replace(keys=keys), q), actions, env_keys, update_keys
+        return state._replace(keys=keys), actions, q, env_keys, update_keys
 
-    def record(self, state, metrics: Metrics, actions: jax.Array, env_state, step):
-        """Stores the step from ``state.obs`` in replay, counts finished episodes, moves on."""
-        buffers = jax.vmap(self.buffer.add_batch)(state.replay, self.replay_items(state, actions, step))
+    def record(self, state, metrics: Metrics, actions: jax.Array, q: jax.Array, env_state, step):
+        """Stores the step from ``state.obs`` (acted on with ``actions`` chosen on ``q``) in replay,
+        counts finished episodes, moves on."""
+        buffers = jax.vmap(self.buffer.add_batch)(state.replay, self.replay_items(state, actions, q, step))
         reward, done, counted = self.tasks.episode_signals(step)
         ep_return = state.episode_return + reward
         ep_length = state.episode_length + counted
@@ -199,9 +196,9 @@ class System:
 
     def collect(self, state, metrics: Metrics):
         """One env step of every env -> (state, metrics, update keys)."""
-        state, actions, env_keys, update_keys = self.act(state)
+        state, actions, q, env_keys, update_keys = self.act(state)
         env_state, step = self.tasks.step(env_keys, state.env_state, actions)
-        state, metrics = self.record(state, metrics, actions, env_state, step)
+        state, metrics = self.record(state, metrics, actions, q, env_state, step)
         return state, metrics, update_keys
 
     # -- learn ---------------------------------------------------------------------------

@@ -133,12 +133,12 @@ class HostRunner(Runner):
         tasks = agent.tasks
 
         def act(state):
-            state, actions, _, update_keys = agent.act(state)
-            return state, actions, update_keys
+            state, actions, q, _, update_keys = agent.act(state)
+            return state, actions, q, update_keys
 
-        def record(state, metrics, actions, raws):
+        def record(state, metrics, actions, q, raws):
             env_state, step = observe_envpool(tasks, state.env_state, raws)
-            return agent.record(state, metrics, actions, env_state, step)
+            return agent.record(state, metrics, actions, q, env_state, step)
 
         self._act = jax.jit(act, donate_argnums=0)
         self._learn = jax.jit(agent.learn_unrolled, donate_argnums=(0, 1))
@@ -151,7 +151,7 @@ class HostRunner(Runner):
         with _ctrl_c_deferred() as ctrl_c:
             metrics = self._empty_metrics()
             for _ in range(num_iterations):
-                state, actions, update_keys = self._act(state)
+                state, actions, q, update_keys = self._act(state)
                 host_actions = np.asarray(actions)  # waits for acting only
                 for group, sl in groups:
                     group.host_send(host_actions[sl])
@@ -160,7 +160,7 @@ class HostRunner(Runner):
                 if due and agent.learn_overlaps_env_step:
                     state, metrics = self._learn(state, metrics, update_keys)  # runs while the emulators step
                 raws = tuple(group.host_recv() for group, _ in groups)
-                state, metrics = self._record(state, metrics, actions, raws)
+                state, metrics = self._record(state, metrics, actions, q, raws)
                 if due and not agent.learn_overlaps_env_step:
                     state, metrics = self._learn(state, metrics, update_keys)
                 if ctrl_c.is_set():

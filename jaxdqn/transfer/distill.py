@@ -148,7 +148,9 @@ class Distiller(System):
     def replay_example(self, obs: jax.Array) -> Sample:
         return Sample(obs[0, 0], jnp.zeros((self.tasks.num_actions,), jnp.float32))
 
-    def replay_items(self, state: DistillState, actions: jax.Array, step) -> Sample:
+    def replay_items(self, state: DistillState, actions: jax.Array, q: jax.Array, step) -> Sample:
+        if self.actor == "teacher":  # the teachers' Q-values on these observations: what acting used
+            return Sample(state.obs, q)
         return Sample(state.obs, self.teachers.q_values(None, state.obs))
 
     def acting_q(self, state: DistillState) -> jax.Array:
