@@ -145,9 +145,10 @@ def test_seeds_in_one_call_equal_separate_runs():
 
 
 def test_rollout_targets_reuse_the_acting_q_values_and_equal_a_pass_over_every_next_state():
-    # Episodes capped at 10 steps in a 24-step rollout: terminations (CartPole falls) and
-    # truncations (the cap) both land inside it, and Acrobot's 3 actions pad CartPole's 2.
-    capped = "env_params: {max_steps_in_episode: 10}"
+    # Episodes capped at 12 steps in a 24-step rollout: terminations (CartPole falls) and
+    # truncations (the cap) both land inside it, some on its last step, and Acrobot's 3
+    # actions pad CartPole's 2.
+    capped = "env_params: {max_steps_in_episode: 12}"
     cfg = tiny_pqn(f"tasks=[{{env_id: CartPole-v1, {capped}}}, {{env_id: Acrobot-v1, {capped}}}]", "pqn.rollout_length=24")
     agent = build_agent(cfg)
     state, metrics = agent.init(task_keys(cfg)), agent.empty_metrics()
@@ -157,6 +158,7 @@ def test_rollout_targets_reuse_the_acting_q_values_and_equal_a_pass_over_every_n
     store = state.replay.storage
     rollout = store.transition
     assert bool(rollout.terminated.any()) and bool(rollout.truncated.any())
+    assert bool(rollout.truncated.reshape(2, 24, 16)[:, -1].any()), "a truncation on the rollout's last step"
     got = agent.rollout_targets(state.params, state.opt_state, store)
 
     num_tasks, n, length = 2, 16, 24

@@ -151,15 +151,15 @@ class PQNAgent(System):
 
         rollout = store.transition
         acted_q, next_obs, truncated = by_step(store.q), by_step(rollout.next_obs), by_step(rollout.truncated)
-        last_q = self.learner.q_values(source, next_obs[-1])  # [T, N, A]
-        following_q = jnp.concatenate([acted_q[1:], last_q[None]])  # [L, T, N, A]
+        last_q = self.learner.q_values(source, next_obs[-1])  # [T, N, A]: true next states, truncated or not
 
         def true_next_q(step):
             q, obs, cut = step
             # Under a seed axis (vmap) the cond becomes a select and the pass runs for every step.
             return jax.lax.cond(cut.any(), lambda: jnp.where(cut[..., None], self.learner.q_values(source, obs), q), lambda: q)
 
-        q_next = jax.lax.map(true_next_q, (following_q, next_obs, truncated))  # [L, T, N, A]
+        earlier_q = jax.lax.map(true_next_q, (acted_q[1:], next_obs[:-1], truncated[:-1]))  # [L-1, T, N, A]
+        q_next = jnp.concatenate([earlier_q, last_q[None]])  # [L, T, N, A]
         q_next = jnp.swapaxes(q_next, 0, 1).reshape((num_tasks, length * n) + q_next.shape[3:])  # [T, L*N, A]
         reward = rollout.reward
         if self.learner.reward_scale is not None:
