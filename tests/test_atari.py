@@ -260,3 +260,45 @@ def test_pqn_learns_the_same_rollouts_in_both_stepping_modes():
     np.testing.assert_array_equal(np.asarray(ends["xla"].obs), np.asarray(ends["host"].obs))
     for xla_leaf, host_leaf in zip(jax.tree_util.tree_leaves(ends["xla"].params), jax.tree_util.tree_leaves(ends["host"].params)):
         np.testing.assert_allclose(np.asarray(xla_leaf), np.asarray(host_leaf), rtol=1e-4, atol=1e-6)
+
+
+PONG_PQN = REPO_ROOT / "configs" / "atari_pong_pqn.yaml"
+# Two envs, 8-step rollouts, 5-step episodes: envpool's reset steps land inside every rollout.
+PQN_SMALL = ["train.num_envs=2", "pqn.rollout_length=8", "pqn.minibatches=2", "pqn.epochs=1", "atari.max_episode_steps=5"]
+PQN_SMALL += ["atari.num_threads=1", "train.progress=false", "train.tensorboard=false", "train.eval_episodes=1"]
+
+
+def test_pqn_keeps_envpools_reset_steps_out_of_the_loss_and_cuts_its_rollout_on_resume():
+    from jaxdqn.agents.build import build_agent, task_keys
+    from jaxdqn.running.runners import make_runner
+
+    cfg = config.load(PONG_PQN, PQN_SMALL + ["atari.stepping=xla"])
+    agent = build_agent(cfg)
+    runner = make_runner(agent)
+    state, _ = runner.run(agent.init(task_keys(cfg)), 8 + 5)  # a rollout learned on, then 5 steps of the next
+    store = state.replay.storage
+    by_step = lambda x: np.asarray(x)[0].reshape((8, 2) + np.shape(x)[2:])  # noqa: E731 - [L, N] of task 0
+    ended = by_step(store.transition.terminated | store.transition.truncated)  # Pong has no lives: an end is envpool's
+    is_transition = by_step(store.is_transition)
+    # slots 0-4 of the store hold the second rollout's steps, 5-7 the end of the first's
+    order = np.r_[5:8, 0:5]  # the 8 newest steps, oldest first
+    assert not is_transition.all(), "some steps are envpool's resets"
+    np.testing.assert_array_equal(is_transition[order][1:], ~ended[order][:-1])
+    np.testing.assert_array_equal(by_step(store.transition.reward)[~is_transition], 0.0)
+
+    restarted = runner.after_restore(state)
+    truncated = by_step(restarted.replay.storage.transition.truncated)
+    assert truncated[4].all(), "the newest step of every env is cut from what follows the restart"
+    np.testing.assert_array_equal(np.delete(truncated, 4, axis=0), np.delete(by_step(store.transition.truncated), 4, axis=0))
+
+
+def test_a_pqn_atari_run_resumes_mid_rollout(tmp_path):
+    from jaxdqn.running.train import train
+
+    every = ["train.log_every=20", "train.eval_every=0", "train.checkpoint_every=0"]
+    run_dir = train(config.load(PONG_PQN, PQN_SMALL + every + ["train.total_env_steps=40"]), run_dir=tmp_path / "run")
+    train(config.load(PONG_PQN, PQN_SMALL + every + ["train.total_env_steps=80"]), run_dir=run_dir, resume=True)
+    rows = [r for r in _metrics(run_dir) if r["task"] == "Pong-v5"]
+    assert [int(r["env_steps"]) for r in rows] == [20, 40, 60, 80]
+    assert int(rows[-1]["updates"]) == (80 // 16) * 2
+    assert math.isfinite(float(rows[-1]["loss"]))

@@ -53,6 +53,41 @@ def test_a_task_term_adds_to_each_task_loss_as_computed_by_hand():
     np.testing.assert_allclose(np.asarray(info.task_loss), np.asarray(base), rtol=1e-6)  # the value loss alone
 
 
+@pytest.mark.parametrize("value_loss", ["huber", "hl_gauss"])
+@pytest.mark.parametrize("surgery", [None, parts.PCGrad()])
+def test_an_example_of_weight_zero_has_no_part_in_the_step(value_loss, surgery):
+    # PQN gives envpool's auto-reset steps weight 0: whatever their targets and observations,
+    # the step must be the one on the other examples alone.
+    if value_loss == "hl_gauss":
+        network = QNetwork(NetworkSpec(hidden_sizes=(16,), value_bins=11, value_min=-5.0, value_max=5.0), 2)
+        fields = {"value_loss": parts.HLGauss(network.spec.support)}
+    else:
+        network, fields = QNetwork(NetworkSpec(hidden_sizes=(16,)), 2), {}
+    learner = Learner(network, 2, np.ones((2, 2), bool), mode="hard", surgery=surgery, **fields)
+    params = learner.init_params(jax.random.split(jax.random.PRNGKey(0), 2), jnp.zeros((1, 4)))
+    opt_state = learner.init_opt_state(params)
+    batch = random_batch(0, 2)
+    targets = learner.td_targets(params, params, batch)
+    weights = jnp.asarray(np.arange(8)[None, :].repeat(2, 0) % 3 != 0)  # [T, B]: 3 of 8 left out
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    step = jax.jit(learner.step)
+
+    def changed(x, noise):  # the left-out examples replaced by nonsense
+        mask = weights.reshape(weights.shape + (1,) * (x.ndim - 2))
+        return jnp.where(mask, x, noise)
+
+    weighted, _, _ = step(params, opt_state, targets, batch, keys, 0, weights)
+    scrambled = batch._replace(obs=changed(batch.obs, 50.0), action=changed(batch.action, 1))
+    other, _, _ = step(params, opt_state, changed(targets, 1e4), scrambled, keys, 0, weights)
+    for a, b in zip(jax.tree_util.tree_leaves(weighted), jax.tree_util.tree_leaves(other)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    unweighted, _, _ = step(params, opt_state, targets, batch, keys, 0, None)
+    all_ones, _, _ = step(params, opt_state, targets, batch, keys, 0, jnp.ones_like(weights))
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(weighted), jax.tree_util.tree_leaves(unweighted)))
+    for a, b in zip(jax.tree_util.tree_leaves(unweighted), jax.tree_util.tree_leaves(all_ones)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-8)
+
+
 def test_gradient_surgery_sees_the_term_as_part_of_the_task_loss():
     """With one task, PCGrad's combination is the task's own gradient: the surgery step equals the plain one,
     term included (before, the assisted learner dropped gradient surgery)."""

@@ -131,6 +131,16 @@ def test_td_loss_by_hand_and_kind_check():
         losses.td_loss(td, "l1")
 
 
+def test_weighted_td_loss_leaves_out_the_examples_of_weight_zero():
+    td = jnp.array([0.5, -3.0, 100.0])
+    keep = jnp.array([True, True, False])
+    assert losses.td_loss(td, "squared", weights=keep) == pytest.approx((0.125 + 4.5) / 2)
+    assert losses.td_loss(td, "huber", weights=jnp.array([1.0, 3.0, 0.0])) == pytest.approx((0.125 + 3 * 2.5) / 4)
+    assert float(losses.batch_mean(td, jnp.zeros(3))) == 0.0
+    gradient = jax.grad(lambda x: losses.td_loss(x, "squared", weights=keep))(td)
+    np.testing.assert_allclose(np.asarray(gradient), [0.25, -1.5, 0.0])
+
+
 def test_distill_kl_by_hand():
     q_s = jnp.array([0.0, 1.0])
     q_t = jnp.array([1.0, 0.0])

@@ -230,10 +230,11 @@ class Learner:
 
     # -- the loss -----------------------------------------------------------
 
-    def task_objective(self, task_params, obs, action, targets, stats, prepared, action_mask, count):
+    def task_objective(self, task_params, obs, action, targets, weights, stats, prepared, action_mask, count):
         """Task ``i``'s ``L_i + term_i`` on its own batch (``obs [B, ...]``, ``action [B]``,
-        ``targets [B]``; ``stats``: its PopArt statistics or ``None``; ``prepared``: what each
-        term prepared, for this task) -> (value, (L_i, mean Q(s, a), term_i)).
+        ``targets [B]``; ``weights [B]`` or ``None``: each example's weight in the value loss;
+        ``stats``: its PopArt statistics or ``None``; ``prepared``: what each term prepared,
+        for this task) -> (value, (L_i, mean Q(s, a), term_i)).
 
         With PopArt the value loss is taken in normalised space, on ``(y - mu_i) / sigma_i``,
         and the Q-values the terms see are unnormalised.
@@ -244,36 +245,37 @@ class Learner:
         if stats is not None:
             targets = popart_lib.normalize_task(stats, targets)
             q = popart_lib.unnormalize_task(stats, q)
-        value_loss = self.value_loss.loss(taken_out, targets)
+        value_loss = self.value_loss.loss(taken_out, targets, weights)
         term = jnp.zeros((), jnp.float32)
         for t, values in zip(self.terms, prepared):
             term = term + t.task_loss(q, values, action_mask, count)
         q_taken = jnp.take_along_axis(q, action[:, None], axis=1)[:, 0]
         return value_loss + term, (value_loss, jax.lax.stop_gradient(q_taken).mean(), term)
 
-    def _task_inputs(self, targets, batch, stats):
+    def _task_inputs(self, targets, batch, stats, weights):
         """The per-task arguments of :meth:`task_objective` after the parameters."""
         prepared = tuple(t.prepare(batch) for t in self.terms)
-        return batch.obs, batch.action, targets, stats, prepared, jnp.asarray(self.action_mask)
+        return batch.obs, batch.action, targets, weights, stats, prepared, jnp.asarray(self.action_mask)
 
     def _weights(self) -> jax.Array | None:
         if self.mode == "hard" and self.task_weights is not None:
             return jnp.asarray(self.task_weights, jnp.float32)
         return None
 
-    def task_losses(self, params: Params, targets: jax.Array, batch, stats=None, count=0):
+    def task_losses(self, params: Params, targets: jax.Array, batch, stats=None, count=0, weights=None):
         """Every task's ``L_i + term_i`` ``[T]`` on given targets ``[T, B]``, and per-task
-        diagnostics (the penalty field holds the terms' sum); ``batch`` leaves are ``[T, B, ...]``."""
+        diagnostics (the penalty field holds the terms' sum); ``batch`` leaves are ``[T, B, ...]``;
+        ``weights [T, B]`` (optional) weigh each example in the value loss."""
         count = jnp.asarray(count)
         objective, (value_loss, q_mean, term) = self._over_tasks(
-            lambda p, *args: self.task_objective(p, *args, count), params, *self._task_inputs(targets, batch, stats)
+            lambda p, *args: self.task_objective(p, *args, count), params, *self._task_inputs(targets, batch, stats, weights)
         )
         return objective, LossInfo(value_loss, q_mean, term.sum())
 
-    def loss_on_targets(self, params: Params, targets: jax.Array, batch, stats=None, count=0):
+    def loss_on_targets(self, params: Params, targets: jax.Array, batch, stats=None, count=0, weights=None):
         """``sum_i w_i (L_i + term_i) + penalty`` on given targets ``[T, B]``, and per-task
-        diagnostics; ``batch`` leaves are ``[T, B, ...]``."""
-        objective, info = self.task_losses(params, targets, batch, stats, count)
+        diagnostics; ``batch`` leaves are ``[T, B, ...]``; ``weights [T, B]`` as in :meth:`task_losses`."""
+        objective, info = self.task_losses(params, targets, batch, stats, count, weights)
         total = losses.weighted_task_sum(objective, self._weights())
         if self.soft is None:
             return total, info
@@ -286,7 +288,7 @@ class Learner:
 
     # -- a gradient step ----------------------------------------------------
 
-    def _surgery_gradients(self, params: Params, targets, batch, stats, keys: jax.Array, count):
+    def _surgery_gradients(self, params: Params, targets, batch, stats, keys: jax.Array, count, example_weights=None):
         """Gradients with gradient surgery on the shared parameters; leaves with a task axis
         keep their own.
 
@@ -298,17 +300,20 @@ class Learner:
         weights = jnp.ones((self.num_tasks,), jnp.float32) if weights is None else weights
         axes = self.param_axes(params)
         objective = jax.value_and_grad(lambda p, *args: self.task_objective(p, *args, count), has_aux=True)
-        per_task = jax.vmap(objective, in_axes=(axes,) + (0,) * 6)
-        (_, (value_loss, q_mean, term)), task_grads = per_task(params, *self._task_inputs(targets, batch, stats))
+        per_task = jax.vmap(objective, in_axes=(axes,) + (0,) * 7)
+        inputs = self._task_inputs(targets, batch, stats, example_weights)
+        (_, (value_loss, q_mean, term)), task_grads = per_task(params, *inputs)
         task_grads = jax.tree_util.tree_map(lambda g: g * weights.reshape((-1,) + (1,) * (g.ndim - 1)), task_grads)
         return self.surgery.combine(task_grads, axes, keys), LossInfo(value_loss, q_mean, term.sum())
 
-    def step(self, params: Params, opt_state, targets: jax.Array, batch, keys: jax.Array | None = None, count=0):
+    def step(self, params: Params, opt_state, targets: jax.Array, batch, keys: jax.Array | None = None, count=0, weights=None):
         """One gradient step towards unnormalised targets ``[T, B]`` -> (params, opt_state, LossInfo).
 
         ``batch`` needs ``obs`` and ``action`` (leaves ``[T, B, ...]``) and whatever the terms
         read; ``keys [T, 2]`` decide gradient surgery's random orders; ``count`` is the number
-        of gradient steps taken so far (the terms' schedules read it).
+        of gradient steps taken so far (the terms' schedules read it); ``weights [T, B]``
+        (optional) weigh each example in the value loss, 0 leaving it out. PopArt's
+        statistics move on all of ``targets``.
         """
         stats, inner = None, opt_state
         if self.popart is not None:
@@ -318,9 +323,9 @@ class Learner:
         if self.surgery is not None:
             if keys is None:
                 raise ValueError("gradient surgery draws random task orders: step needs keys [T, 2]")
-            grads, info = self._surgery_gradients(params, targets, batch, stats, keys, jnp.asarray(count))
+            grads, info = self._surgery_gradients(params, targets, batch, stats, keys, jnp.asarray(count), weights)
         else:
-            grads, info = jax.grad(self.loss_on_targets, has_aux=True)(params, targets, batch, stats, count)
+            grads, info = jax.grad(self.loss_on_targets, has_aux=True)(params, targets, batch, stats, count, weights)
         params, inner = self.apply_gradients(grads, inner, params)
         opt_state = PopArtOptState(inner, stats) if self.popart is not None else inner
         return params, opt_state, info

@@ -45,9 +45,10 @@ class Regression:
     kind: str = "huber"
     huber_delta: float = 1.0
 
-    def loss(self, taken: jax.Array, targets: jax.Array) -> jax.Array:
-        """``taken [B]`` (the head's output at the taken actions), ``targets [B]`` -> ``[]``."""
-        return losses.td_loss(targets - taken, self.kind, self.huber_delta)
+    def loss(self, taken: jax.Array, targets: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+        """``taken [B]`` (the head's output at the taken actions), ``targets [B]``, optional
+        ``weights [B]`` (:func:`jaxdqn.losses.batch_mean`) -> ``[]``."""
+        return losses.td_loss(targets - taken, self.kind, self.huber_delta, weights)
 
     def q_values(self, out: jax.Array) -> jax.Array:
         return out
@@ -62,11 +63,12 @@ class HLGauss:
     support: ValueSupport
     sigma: float = 0.75
 
-    def loss(self, taken: jax.Array, targets: jax.Array) -> jax.Array:
-        """``taken [B, bins]`` (logits at the taken actions), ``targets [B]`` -> ``[]``."""
+    def loss(self, taken: jax.Array, targets: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+        """``taken [B, bins]`` (logits at the taken actions), ``targets [B]``, optional
+        ``weights [B]`` (:func:`jaxdqn.losses.batch_mean`) -> ``[]``."""
         sigma = self.sigma * self.support.bin_width
         per_example = jax.vmap(lambda logits, y: losses.hl_gauss_loss(logits, y, self.support.edges, sigma))
-        return per_example(taken, targets).mean()
+        return losses.batch_mean(per_example(taken, targets), weights)
 
     def q_values(self, out: jax.Array) -> jax.Array:
         """Logits ``[..., A, bins]`` -> Q-values ``[..., A]``."""

@@ -44,6 +44,7 @@ class RolloutStep(NamedTuple):
 
     transition: replay.Transition
     q: jax.Array  # [A] the Q-values (unnormalised) the step acted on
+    is_transition: jax.Array  # [] bool: False for envpool's auto-reset steps, which are left out of the loss
 
 
 class PQNState(NamedTuple):
@@ -121,10 +122,31 @@ class PQNAgent(System):
     def replay_example(self, obs: jax.Array) -> RolloutStep:
         scalar, flag = jnp.zeros((), jnp.float32), jnp.zeros((), bool)
         transition = replay.Transition(obs[0, 0], jnp.zeros((), jnp.int32), scalar, obs[0, 0], flag, flag)
-        return RolloutStep(transition, jnp.zeros((self.num_actions,), jnp.float32))
+        return RolloutStep(transition, jnp.zeros((self.num_actions,), jnp.float32), flag)
 
     def replay_items(self, state: PQNState, actions: jax.Array, q: jax.Array, step) -> RolloutStep:
-        return RolloutStep(jax.vmap(replay.batch_from_step)(state.obs, actions, step), q)
+        # An envpool pool resets on the step after an episode's end: that step (``reset_step``)
+        # goes from the final frame to the next episode's first with reward 0. It is not a
+        # transition, so it keeps its place in the rollout but has no weight in the loss. The
+        # step before it ended an episode, so no Q(lambda) trace reaches it.
+        reset_step = getattr(step, "reset_step", None)
+        is_transition = jnp.ones(actions.shape, bool) if reset_step is None else jnp.logical_not(reset_step)
+        return RolloutStep(jax.vmap(replay.batch_from_step)(state.obs, actions, step), q, is_transition)
+
+    def mark_break(self, store: replay.ReplayState) -> replay.ReplayState:
+        """The environments restarted (an Atari run resumed): the newest step of every env
+        gets no successor from its own episode, so it is marked truncated. Its target then
+        bootstraps from its own next state, which the store holds, and its trace stops."""
+        n = self.tasks.num_envs
+
+        def one_task(task_store):
+            rollout = task_store.storage.transition
+            newest = (task_store.position - n + jnp.arange(n)) % rollout.truncated.shape[0]
+            truncated = rollout.truncated.at[newest].set(True)
+            storage = task_store.storage._replace(transition=rollout._replace(truncated=truncated))
+            return task_store._replace(storage=storage)
+
+        return jax.vmap(one_task)(store)
 
     def acting_q(self, state: PQNState) -> jax.Array:
         """Unnormalised Q-values (with PopArt, the same greedy actions as the normalised ones),
@@ -140,8 +162,9 @@ class PQNAgent(System):
         same parameters: they change only here, after the rollout. Where step ``t`` ended an
         episode, ``s_{t+1}`` is the next episode's first state instead: a termination does not
         bootstrap, so its value is never used, and a truncation bootstraps from the true last
-        state, which takes a forward pass here, for the rollout steps that have one. So does the
-        rollout's last step, whose next states were not acted on yet.
+        state, which takes a forward pass here, for the earlier steps that have one. The
+        rollout's last step takes one pass over all its next states, truncated or not: they
+        were not acted on yet.
         """
         num_tasks, n, length = self.num_tasks, self.tasks.num_envs, self.rollout_length
         source = self.learner.target_source(params, opt_state)
@@ -155,7 +178,7 @@ class PQNAgent(System):
 
         def true_next_q(step):
             q, obs, cut = step
-            # Under a seed axis (vmap) the cond becomes a select and the pass runs for every step.
+            # Under a seed axis (vmap) the cond becomes a select and the pass runs for every step it covers.
             return jax.lax.cond(cut.any(), lambda: jnp.where(cut[..., None], self.learner.q_values(source, obs), q), lambda: q)
 
         earlier_q = jax.lax.map(true_next_q, (acted_q[1:], next_obs[:-1], truncated[:-1]))  # [L-1, T, N, A]
@@ -199,8 +222,15 @@ class PQNAgent(System):
             take = jax.vmap(lambda x, idx: x[idx])
             index = orders[:, i]
             minibatch = jax.tree_util.tree_map(lambda x: take(x, index), store.transition)
+            weights = take(store.is_transition, index) if self.tasks.is_atari else None
             params, opt_state, info = self.learner.step(
-                state.params, state.opt_state, take(targets, index), minibatch, keys=step_keys[:, i], count=state.updates
+                state.params,
+                state.opt_state,
+                take(targets, index),
+                minibatch,
+                keys=step_keys[:, i],
+                count=state.updates,
+                weights=weights,
             )
             metrics = self.count_update(metrics, {"loss": info.task_loss, "q_mean": info.q_mean, "penalty": info.penalty})
             return state._replace(params=params, opt_state=opt_state, updates=state.updates + 1), metrics

@@ -99,6 +99,11 @@ class System:
         """Q-values ``[T, B, A]`` of the acting policy on ``state.obs``."""
         return self.learner.q_values(state.params, state.obs)
 
+    def mark_break(self, store):
+        """``store`` (leaves ``[T, ...]``) after the environments restarted, as when an Atari run
+        resumes: what was recorded last must not be followed by what comes next."""
+        return jax.vmap(self.buffer.mark_break)(store)
+
     def gradient_step(self, state, batch, keys: jax.Array) -> tuple[Any, dict]:  # pragma: no cover - abstract
         """One gradient step on a sampled ``batch`` (``keys [T, 2]``: the step's sampling keys,
         for a step that needs randomness of its own) -> (state, values of ``learn_metrics``)."""

@@ -20,8 +20,9 @@ envpool resets an environment on the step *after* the one that ended its
 episode: the ending step returns the final observation with ``terminated``
 or ``truncated`` set; the next step ignores its action and returns the first
 observation of the new episode with reward 0. That extra step is reported
-here with ``reset_step = True``: it is not a transition, and replay must not
-store it (``jaxdqn.replay.pixels`` drops it). ``obs`` and ``next_obs`` of every
+here with ``reset_step = True``: it is not a transition, and no loss may learn
+from it (``jaxdqn.replay.pixels`` drops it; PQN's rollout store keeps its place
+and gives it weight 0). ``obs`` and ``next_obs`` of every
 step are both what envpool returned, so the agent acts on the final
 observation once (the action is ignored) before it sees the new episode.
 

@@ -31,6 +31,7 @@ from jaxdqn.losses.masking import masked_argmax, masked_max
 from jaxdqn.losses.multitask import soft_sharing_penalty, weighted_task_sum
 from jaxdqn.losses.pcgrad import pcgrad, pcgrad_coefficients, pcgrad_project
 from jaxdqn.losses.td import (
+    batch_mean,
     batched_double_q_learning,
     batched_q_learning,
     double_q_learning,
@@ -54,6 +55,7 @@ __all__ = [
     "squared_loss",
     "huber_loss",
     "td_loss",
+    "batch_mean",
     "hl_gauss_histogram",
     "hl_gauss_loss",
     "distill_kl",

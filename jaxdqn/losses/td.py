@@ -215,16 +215,34 @@ def huber_loss(x: Array, delta: float = 1.0) -> Array:
     return jnp.where(abs_x <= delta, inside, outside)
 
 
-def td_loss(td_errors: Array, kind: str = "huber", delta: float = 1.0) -> Array:
+def batch_mean(values: Array, weights: Optional[Array] = None) -> Array:
+    """``mean_b v_b``, or with ``weights`` ``sum_b w_b v_b / sum_b w_b`` (0 where every weight is 0).
+
+    A weight of 0 leaves an example out of the mean and out of its gradient, e.g. a step
+    that is not a transition (envpool's auto-reset steps).
+    """
+    chex.assert_type(values, float)
+    if weights is None:
+        return jnp.mean(values)
+    chex.assert_equal_shape([values, weights])
+    weights = weights.astype(values.dtype)
+    total = jnp.sum(weights)
+    return jnp.where(total > 0, jnp.sum(weights * values) / jnp.maximum(total, 1e-12), 0.0)
+
+
+def td_loss(td_errors: Array, kind: str = "huber", delta: float = 1.0, weights: Optional[Array] = None) -> Array:
     """Mean pointwise loss over a batch of TD errors.
 
     ``kind="huber"``:   ``mean_b huber_loss(td_b, delta)``
     ``kind="squared"``: ``mean_b 0.5 * td_b**2`` (``delta`` is ignored)
 
+    With ``weights`` the mean is ``sum_b w_b l_b / sum_b w_b`` (:func:`batch_mean`).
+
     Args:
       td_errors: float array, usually ``[B]``; the mean runs over all entries.
       kind: ``"huber"`` or ``"squared"``.
       delta: Huber threshold.
+      weights: optional float or bool array of ``td_errors``' shape.
 
     Returns:
       A float scalar.
@@ -239,4 +257,4 @@ def td_loss(td_errors: Array, kind: str = "huber", delta: float = 1.0) -> Array:
         per_example = huber_loss(td_errors, delta)
     else:
         per_example = squared_loss(td_errors)
-    return jnp.mean(per_example)
+    return batch_mean(per_example, weights)

@@ -121,7 +121,7 @@ class Runner:
             obs=obs,
             episode_return=jnp.zeros_like(state.episode_return),
             episode_length=jnp.zeros_like(state.episode_length),
-            replay=jax.vmap(agent.buffer.mark_break)(state.replay),
+            replay=agent.mark_break(state.replay),
         )
 
 

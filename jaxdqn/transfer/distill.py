@@ -3,7 +3,8 @@
 An iteration: an actor (each task's teacher, or the student itself for online
 distillation) acts epsilon-greedily in ``num_envs`` environments per task; the
 states go into per-task replay together with the teacher's Q-values for them
-(computed once, while acting); then, on the update schedule, the student takes
+(computed once per state: by acting when the teachers act, else as the step is
+recorded); then, on the update schedule, the student takes
 gradient steps on
 
 ``L(theta) = sum_i (1/B) sum_b ell(q_theta(s_ib, task i), q_teacher_i(s_ib); mask_i)``
