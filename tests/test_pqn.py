@@ -144,14 +144,23 @@ def test_seeds_in_one_call_equal_separate_runs():
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
 
 
-def test_rollout_targets_reuse_the_acting_q_values_and_equal_a_pass_over_every_next_state():
+@pytest.mark.parametrize("popart", [False, True])
+def test_rollout_targets_reuse_the_acting_q_values_and_equal_a_pass_over_every_next_state(popart):
     # Episodes capped at 12 steps in a 24-step rollout: terminations (CartPole falls) and
     # truncations (the cap) both land inside it, some on its last step, and Acrobot's 3
-    # actions pad CartPole's 2.
+    # actions pad CartPole's 2. With PopArt, after a rollout learned on, the stored acting
+    # Q-values must be the unnormalised ones.
     capped = "env_params: {max_steps_in_episode: 12}"
-    cfg = tiny_pqn(f"tasks=[{{env_id: CartPole-v1, {capped}}}, {{env_id: Acrobot-v1, {capped}}}]", "pqn.rollout_length=24")
+    cfg = tiny_pqn(
+        f"tasks=[{{env_id: CartPole-v1, {capped}}}, {{env_id: Acrobot-v1, {capped}}}]",
+        "pqn.rollout_length=24",
+        f"dqn.popart={str(popart).lower()}",
+    )
     agent = build_agent(cfg)
     state, metrics = agent.init(task_keys(cfg)), agent.empty_metrics()
+    if popart:  # a first rollout, learned on: the statistics move away from (0, 1)
+        state, _ = agent.run(state, 24)
+        assert int(state.updates) > 0 and float(jnp.abs(state.opt_state.stats.shift).min()) > 1e-3
     collect = jax.jit(agent.collect)
     for _ in range(24):  # one whole rollout, not learned on yet
         state, metrics, _ = collect(state, metrics)
@@ -162,7 +171,8 @@ def test_rollout_targets_reuse_the_acting_q_values_and_equal_a_pass_over_every_n
     got = agent.rollout_targets(state.params, state.opt_state, store)
 
     num_tasks, n, length = 2, 16, 24
-    q_next = agent.learner.q_values(state.params, rollout.next_obs)  # [T, L*N, A]: every next state
+    source = agent.learner.target_source(state.params, state.opt_state)  # unnormalised under PopArt
+    q_next = agent.learner.q_values(source, rollout.next_obs)  # [T, L*N, A]: every next state
 
     def by_env(x):
         return np.swapaxes(np.asarray(x).reshape((num_tasks, length, n) + x.shape[2:]), 1, 2)
