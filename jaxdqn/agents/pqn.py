@@ -129,9 +129,8 @@ class PQNAgent(System):
         # goes from the final frame to the next episode's first with reward 0. It is not a
         # transition, so it keeps its place in the rollout but has no weight in the loss. The
         # step before it ended an episode, so no Q(lambda) trace reaches it.
-        reset_step = getattr(step, "reset_step", None)
-        is_transition = jnp.ones(actions.shape, bool) if reset_step is None else jnp.logical_not(reset_step)
-        return RolloutStep(jax.vmap(replay.batch_from_step)(state.obs, actions, step), q, is_transition)
+        transitions = jax.vmap(replay.batch_from_step)(state.obs, actions, step)
+        return RolloutStep(transitions, q, self.tasks.is_transition(step))
 
     def mark_break(self, store: replay.ReplayState) -> replay.ReplayState:
         """The environments restarted (an Atari run resumed): the newest step of every env

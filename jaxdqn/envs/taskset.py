@@ -172,9 +172,17 @@ class TaskSet:
         Atari: the raw game score, the real end of a game (not a lost life), and
         only steps that are transitions (envpool's auto-reset step is not).
         """
+        counted = self.is_transition(step).astype(jnp.float32)
         if self.is_atari:
-            return step.score, step.episode_end, jnp.logical_not(step.reset_step).astype(jnp.float32)
-        return step.reward, jnp.logical_or(step.terminated, step.truncated), jnp.ones_like(step.reward)
+            return step.score, step.episode_end, counted
+        return step.reward, jnp.logical_or(step.terminated, step.truncated), counted
+
+    def is_transition(self, step):
+        """``[T, num_envs]`` bool: whether each step is a transition (envpool's auto-reset step,
+        from an episode's final frame to the next one's first, is not)."""
+        if self.is_atari:
+            return jnp.logical_not(step.reset_step)
+        return jnp.ones(step.reward.shape, bool)
 
 
 def _check_atari_tasks(tasks: Sequence[TaskSpec]) -> bool:
